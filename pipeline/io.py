@@ -1,0 +1,52 @@
+"""Atomic outputs: write into a temporary sibling and rename it onto the final name when complete.
+
+A crash, a failed check or Ctrl-C leaves no half-written artifact where DVC would cache it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_path(final: str | Path, is_dir: bool = False) -> Iterator[Path]:
+    """Yield `<final>.tmp` (a fresh directory if `is_dir`); replace `final` with it on success."""
+    final = Path(final)
+    tmp = final.with_name(final.name + ".tmp")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove(tmp)
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if not tmp.exists():
+        raise FileNotFoundError(f"{tmp} was not written")
+    _remove(final)
+    os.replace(tmp, final)
+
+
+def remove_outputs(*paths: str | Path) -> None:
+    """Delete stale outputs before a stage runs, so a failure cannot leave an old file looking current."""
+    for path in paths:
+        _remove(Path(path))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Sorted keys and a trailing newline: stable bytes for DVC metrics and metadata."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
