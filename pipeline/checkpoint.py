@@ -168,28 +168,6 @@ def load_into_model(model: torch.nn.Module, weights: LoadedWeights, variant: Var
                          f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
 
 
-def synthetic_state_dict(variant: Variant, seed: int) -> "OrderedDict[str, torch.Tensor]":
-    """Seeded random weights: what the pipeline uses when no checkpoint is given."""
-    generator = torch.Generator().manual_seed(seed)
-    model = variant.build_model()
-    state = model.state_dict()
-    for key, value in state.items():
-        if not value.is_floating_point():
-            continue
-        if key.endswith("running_var"):
-            value.copy_(torch.rand(value.shape, generator=generator) * 0.5 + 0.75)
-        elif key.endswith("running_mean") or key.endswith("bn.bias"):
-            value.copy_(torch.randn(value.shape, generator=generator) * 0.05)
-        elif key.endswith("bn.weight") or key.endswith(".g") or key.endswith("res_scale.scale"):
-            value.fill_(1.0)
-        elif value.dim() >= 2:
-            fan_in = value[0].numel()
-            value.copy_(torch.randn(value.shape, generator=generator) * (1.0 / fan_in) ** 0.5)
-        else:
-            value.copy_(torch.rand(value.shape, generator=generator) * 0.5)
-    return state
-
-
 def save_mmpose_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], variant: Variant,
                            extra_meta: dict[str, Any] | None = None) -> None:
     """Write `{'meta', 'state_dict'}` like mmpose does, numpy arrays in meta included."""

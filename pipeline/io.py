@@ -50,3 +50,26 @@ def write_json(path: str | Path, data: Any) -> None:
     """Sorted keys and a trailing newline: stable bytes for DVC metrics and metadata."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Like numpy.savez, but with fixed zip timestamps so equal arrays give equal bytes."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in sorted(arrays):
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asarray(arrays[name]), allow_pickle=False)
+                archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                                 buffer.getvalue())
+
+
+def read_npz(path: str | Path) -> dict[str, Any]:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}

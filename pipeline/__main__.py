@@ -1,0 +1,60 @@
+"""`python -m pipeline [overrides]`: the whole chain for the composed config, as a Hydra app.
+
+    python -m pipeline                                   # embedded default
+    python -m pipeline model=rtmpose-m_coco17_256x192 out_dir=/tmp/out
+    python -m pipeline -m model=rtmpose-t_coco17_256x192,rtmpose-s_coco17_256x192 targets=[openvino-fp32]
+
+Every target is built and verified even if an earlier one fails; the exit code is non-zero if any did.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline.plan import register_resolvers
+
+register_resolvers()
+
+
+def run_chain(raw: DictConfig) -> list[tuple[str, str]]:
+    from pipeline import steps
+    from pipeline.config import _validate
+    from pipeline.errors import PipelineError
+
+    cfg = _validate(raw)
+    results: list[tuple[str, str]] = []
+    for variant in cfg.plan["variants"]:
+        steps.reference(cfg, variant)
+        steps.export(cfg, variant)
+        steps.simplify(cfg, variant)
+    for job in cfg.plan["jobs"]:
+        try:
+            steps.build(cfg, job)
+            steps.verify(cfg, job)
+            results.append((job, "passed"))
+        except PipelineError as exc:
+            results.append((job, f"FAILED: {exc}"))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(raw: DictConfig) -> None:
+    from pipeline.errors import PipelineError
+
+    try:
+        results = run_chain(raw)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    width = max(len(job) for job, _ in results)
+    for job, status in results:
+        print(f"{job:<{width}}  {status}")
+    if any(status != "passed" for _, status in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

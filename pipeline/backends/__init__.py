@@ -1,0 +1,58 @@
+"""Backend name -> module, in one plain dict; a module is imported only when its backend is chosen.
+
+Every backend module has the same shape (STYLE.md): a docstring, `PRECISIONS`,
+`build(onnx_path, target, cfg, out_dir) -> Path` and a `Runner(artifact_dir, target, cfg)` that maps
+`{name: ndarray}` to `{name: ndarray}`. `import pipeline` therefore works without any runtime
+installed, and a missing one fails with the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from pipeline.errors import ConfigError, RuntimeMissingError
+
+# backend -> (module, precisions it builds, Python package that provides its runtime, pip extra)
+BACKENDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
+    "onnxruntime": ("pipeline.backends.onnxruntime", ("fp32",), "onnxruntime", "onnxruntime"),
+    "openvino": ("pipeline.backends.openvino", ("fp32",), "openvino", "openvino"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
+TARGETS: dict[str, Target] = {
+    f"{backend}-{precision}": Target(backend, precision)
+    for backend, (_, precisions, _, _) in BACKENDS.items()
+    for precision in precisions
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"targets: unknown target {name!r}; choose from {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def get(backend: str) -> ModuleType:
+    """Import the backend's module; a missing runtime package names the extra to install."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    module, _, package, extra = BACKENDS[backend]
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise RuntimeMissingError(
+            f"backend {backend!r} needs the Python package {package!r}, which is not installed; "
+            f"run `pip install \".[{extra}]\"`") from None
+    return importlib.import_module(module)

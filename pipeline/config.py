@@ -1,0 +1,148 @@
+"""Config schemas (dataclasses) and the one way to obtain a validated config.
+
+Two doors, one code path (STYLE.md): run by hand, an entry point composes `conf/` with Hydra's
+compose API and the user's overrides; under `dvc repro` it reads the composed `params.yaml`.
+Either way the result is merged into `RunConfig`, so a misspelled key or a wrong type fails
+before any work starts, with the key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+PARAMS_FILE = REPO_ROOT / "params.yaml"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    checkpoint: Optional[str] = None  # .pth/.onnx path; None means seeded synthetic weights
+    trust_pickle: bool = False  # allow whole-model pickles, which run code from the file
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17  # <= 18 so that mmdeploy-runtime's bundled onnxruntime 1.15 reads it
+    dynamic_batch: bool = True
+    static_batch: int = 1  # batch size baked in when dynamic_batch is false
+
+
+@dataclass
+class SimplifyConfig:
+    tool: str = "onnxslim"  # onnxslim | onnxsim | none
+    atol: float = 1e-4  # simplified vs unsimplified, both run in onnxruntime fp32
+
+
+@dataclass
+class Tolerance:
+    atol: float = MISSING  # per element: pass if |a-r| <= atol ...
+    rtol: float = MISSING  # ... or |a-r| / (|r| + eps) <= rtol
+    min_cosine: float = MISSING  # cosine similarity of each output, all images flattened
+    max_mean_drift_px: float = MISSING  # mean decoded-keypoint displacement, model input pixels
+    agreement_px: float = MISSING  # a keypoint "agrees" when it moved at most this far ...
+    min_agreement: float = MISSING  # ... and at least this fraction of keypoints must agree
+
+
+@dataclass
+class VerifyConfig:
+    num_random: int = 4  # seeded random tensors added to the photo crops
+    seed: int = 0
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)  # keyed by precision
+
+
+@dataclass
+class OnnxRuntimeConfig:
+    num_threads: int = 2
+
+
+@dataclass
+class OpenVINOConfig:
+    device: str = "CPU"
+    num_threads: int = 2
+    inference_precision_hint: str = ""  # "" follows the target; anything else is checked by verify
+
+
+@dataclass
+class BackendsConfig:
+    onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+    openvino: OpenVINOConfig = field(default_factory=OpenVINOConfig)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    targets: list[str] = field(default_factory=lambda: ["onnxruntime-fp32", "openvino-fp32"])
+    export: ExportConfig = field(default_factory=ExportConfig)
+    simplify: SimplifyConfig = field(default_factory=SimplifyConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    backends: BackendsConfig = field(default_factory=BackendsConfig)
+    out_dir: str = "artifacts"
+    # Derived by the `rtmpose_plan` resolver from model and targets; dvc.yaml iterates over it.
+    plan: dict[str, Any] = field(default_factory=dict)
+
+
+def _validate(raw: DictConfig | dict) -> RunConfig:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
+        cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"config key {key!r}: {reason}" if key else f"config: {reason}") from None
+    from pipeline.plan import check_config
+
+    check_config(cfg)
+    return cfg
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose `conf/` with Hydra and resolve interpolations (the plan included)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    from pipeline.plan import register_resolvers
+
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc)) from None
+    return cfg
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and isinstance(cause, ConfigError):
+        return str(cause)
+    return " ".join(text.split())[:400]
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), params_file: str | Path | None = None) -> RunConfig:
+    """The composed config (overrides) or the DVC params file, validated against `RunConfig`."""
+    if params_file is not None:
+        if overrides:
+            raise ConfigError("use either --params or overrides, not both: params.yaml is already composed")
+        path = Path(params_file)
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; run `python -m pipeline.params` to compose it")
+        return _validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return _validate(compose(overrides))
+
+
+def dump_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,25 @@
+"""SimCC decoding as mmpose does it (`mmpose/codecs/utils/post_processing.py`, get_simcc_maximum).
+
+Location = argmax per axis / split ratio; score = the smaller of the two maxima (rtmlib uses their
+mean); `decode_simcc` marks locations with score <= 0 as -1 like mmpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.variants import SIMCC_SPLIT_RATIO
+
+
+def simcc_argmax(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = SIMCC_SPLIT_RATIO):
+    """[N,K,Wx], [N,K,Wy] logits -> keypoints [N,K,2] in crop pixels, scores [N,K] (nothing masked)."""
+    keypoints = np.stack([np.argmax(simcc_x, axis=-1), np.argmax(simcc_y, axis=-1)], axis=-1)
+    scores = np.minimum(np.max(simcc_x, axis=-1), np.max(simcc_y, axis=-1))
+    return keypoints.astype(np.float32) / split_ratio, scores.astype(np.float32)
+
+
+def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = SIMCC_SPLIT_RATIO):
+    """mmpose's decode: like `simcc_argmax`, with keypoints of score <= 0 set to -1."""
+    keypoints, scores = simcc_argmax(simcc_x, simcc_y, split_ratio)
+    keypoints[scores <= 0] = -1
+    return keypoints, scores

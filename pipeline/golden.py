@@ -1,0 +1,38 @@
+"""Golden inputs: crops of real photos of people plus seeded random tensors, for one input size.
+
+Photos and licences: pipeline/data/README.md. Crops use mmpose's affine preprocessing, so the
+photo inputs are exactly what a deployed model sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.preprocess import crop, load_rgb, normalize
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# (file, person box xyxy in pixels)
+PHOTO_BOXES: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
+    ("astronaut.png", (20.0, 10.0, 370.0, 512.0)),
+    ("astronaut.png", (100.0, 10.0, 320.0, 300.0)),  # head and shoulders
+    ("camera.png", (0.0, 60.0, 330.0, 512.0)),
+)
+
+
+def photo_inputs(input_hw: tuple[int, int]) -> np.ndarray:
+    """[P,3,H,W] float32 normalised crops of the bundled photos."""
+    crops = [normalize(crop(load_rgb(DATA_DIR / name), box, input_hw)[0]) for name, box in PHOTO_BOXES]
+    return np.stack(crops)
+
+
+def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarray:
+    """[count,3,H,W] standard-normal tensors: the range normalised pixels live in."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, 3, *input_hw)).astype(np.float32)
+
+
+def golden_inputs(input_hw: tuple[int, int], num_random: int, seed: int) -> np.ndarray:
+    return np.concatenate([photo_inputs(input_hw), random_inputs(input_hw, num_random, seed)])

@@ -1,0 +1,144 @@
+"""The pipeline's steps, one function per DVC stage, shared by `stages/*.py` and `python -m pipeline`.
+
+Each step reads its inputs from the paths in `cfg.plan`, writes its outputs atomically, and
+raises a PipelineError subclass (one line, with the fix) on failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import backends
+from pipeline.checkpoint import sha256_file
+from pipeline.config import RunConfig
+from pipeline.errors import ConfigError, VerificationError
+from pipeline.export import export_onnx
+from pipeline.golden import PHOTO_BOXES, golden_inputs
+from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
+from pipeline.onnx_io import check_io, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.simplify import simplify_onnx
+from pipeline.variants import parse_variant
+from pipeline.verify import check_execution_precision, compare, summary_lines
+from pipeline.versions import tool_versions
+from pipeline.weights import WeightsInfo, build_reference_model, is_onnx, resolve_path
+
+ARTIFACT_META = "artifact.json"
+
+
+def _variant_entry(cfg: RunConfig, variant: str) -> dict:
+    if variant not in cfg.plan["variants"]:
+        raise ConfigError(f"variant {variant!r} is not in the plan (model={cfg.model.name}); "
+                          f"set model={variant} or pick one of {', '.join(cfg.plan['variants'])}")
+    return cfg.plan["variants"][variant]
+
+
+def _job_entry(cfg: RunConfig, job: str) -> dict:
+    if job not in cfg.plan["jobs"]:
+        raise ConfigError(f"job {job!r} is not in the plan; choose one of {', '.join(cfg.plan['jobs'])} "
+                          "or change model/targets")
+    return cfg.plan["jobs"][job]
+
+
+def _onnx_weights_info(cfg: RunConfig) -> WeightsInfo:
+    path = resolve_path(cfg.model.checkpoint)
+    return WeightsInfo("onnx", "onnx", cfg.model.checkpoint, sha256_file(path) if path.is_file() else "")
+
+
+def reference(cfg: RunConfig, variant_name: str) -> Path:
+    """Golden inputs and the reference outputs: PyTorch, or the supplied ONNX in plain onnxruntime."""
+    paths = _variant_entry(cfg, variant_name)
+    variant = parse_variant(variant_name)
+    inputs = golden_inputs(variant.input_hw, cfg.verify.num_random, cfg.verify.seed)
+    if is_onnx(cfg.model):
+        source = load_onnx(resolve_path(cfg.model.checkpoint))
+        check_io(source, variant, f"model.checkpoint={cfg.model.checkpoint}")
+        outputs = run_fp32(source, inputs)
+    else:
+        model, _, _ = build_reference_model(cfg.model)
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        with torch.no_grad():
+            simcc_x, simcc_y = model(torch.from_numpy(inputs))
+        outputs = {"simcc_x": simcc_x.numpy(), "simcc_y": simcc_y.numpy()}
+    write_npz(paths["reference"], {"input": inputs, **outputs, "photo_count": np.array(len(PHOTO_BOXES))})
+    return Path(paths["reference"])
+
+
+def export(cfg: RunConfig, variant_name: str) -> Path:
+    """PyTorch -> ONNX, or the supplied ONNX checked against the variant and re-labelled."""
+    paths = _variant_entry(cfg, variant_name)
+    variant = parse_variant(variant_name)
+    with atomic_path(paths["export"]) as tmp:
+        if is_onnx(cfg.model):
+            proto = load_onnx(resolve_path(cfg.model.checkpoint))
+            check_io(proto, variant, f"model.checkpoint={cfg.model.checkpoint}")
+            info = _onnx_weights_info(cfg)
+            metadata = {**get_metadata(proto), "variant": variant.name, "weights_source": "onnx",
+                        "checkpoint_sha256": info.sha256}
+            set_metadata(proto, metadata)
+            save_onnx(proto, tmp)
+        else:
+            model, _, info = build_reference_model(cfg.model)
+            export_onnx(model, variant, info, cfg.export, tmp)
+    return Path(paths["export"])
+
+
+def simplify(cfg: RunConfig, variant_name: str) -> Path:
+    """Simplify the export and accept the result only if it computes the same outputs."""
+    paths = _variant_entry(cfg, variant_name)
+    variant = parse_variant(variant_name)
+    inputs = read_npz(paths["reference"])["input"]
+    with atomic_path(paths["simplified"], is_dir=True) as tmp:
+        report = simplify_onnx(load_onnx(paths["export"]), variant, cfg.simplify, inputs, tmp / "model.onnx")
+        write_json(tmp / "simplify.json", report)
+    return Path(paths["simplified_onnx"])
+
+
+def build(cfg: RunConfig, job: str) -> Path:
+    """Build one target's artifact from the simplified ONNX, with its metadata."""
+    entry = _job_entry(cfg, job)
+    target = backends.get_target(entry["target"])
+    module = backends.get(target.backend)
+    source = Path(cfg.plan["variants"][entry["variant"]]["simplified_onnx"])
+    with atomic_path(entry["artifact"], is_dir=True) as tmp:
+        module.build(source, target, cfg, tmp)
+        write_json(tmp / ARTIFACT_META, {
+            "job": job, "variant": entry["variant"], "target": target.name, "backend": target.backend,
+            "precision": target.precision, "source_onnx_sha256": sha256_file(source),
+            "onnx_metadata": get_metadata(load_onnx(source)),
+            "tool_versions": tool_versions(target.backend, "onnx"),
+        })
+    return Path(entry["artifact"])
+
+
+def verify(cfg: RunConfig, job: str) -> dict:
+    """Run the artifact on the golden inputs, write the metrics, raise if any tolerance is breached."""
+    entry = _job_entry(cfg, job)
+    remove_outputs(entry["metrics"])
+    target = backends.get_target(entry["target"])
+    tolerance = cfg.verify.tolerances[target.precision]
+    golden = read_npz(cfg.plan["variants"][entry["variant"]]["reference"])
+    runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
+    actual = runner({"input": golden["input"]})
+    metrics = compare({k: golden[k] for k in ("simcc_x", "simcc_y")}, actual, tolerance, int(golden["photo_count"]))
+    metrics["breaches"] += check_execution_precision(target.precision, runner.settings["execution_precision"])
+    metrics["passed"] = not metrics["breaches"]
+    metrics.update({"job": job, "target": target.name, "precision": target.precision,
+                    "tolerance": vars(tolerance), "runtime_settings": runner.settings,
+                    "num_inputs": int(golden["input"].shape[0])})
+    write_json(entry["metrics"], metrics)
+    for line in summary_lines(job, metrics):
+        print(line)
+    if not metrics["passed"]:
+        raise VerificationError(f"{job} failed verification: {metrics['breaches'][0]}")
+    return metrics
+
+
+def clean_variant(cfg: RunConfig, variant_name: str) -> None:
+    """Remove a variant's outputs (used by tests and `python -m pipeline clean=true`)."""
+    root = Path(cfg.out_dir) / variant_name
+    if root.exists():
+        shutil.rmtree(root)

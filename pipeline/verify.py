@@ -1,0 +1,113 @@
+"""Compare an artifact's outputs with the PyTorch reference, Polygraphy-style, and gate on tolerances.
+
+Per output (by name): absolute and relative error statistics in float64, cosine similarity, and the
+tolerance that would have been needed. Per image: SimCC decoded to keypoints on both sides, with
+the drift in model-input pixels. Relative error divides by |reference| + EPS (EPS guards zeros).
+Pass rule per element: |Δ| <= atol or |Δ|/(|r|+EPS) <= rtol. NaN or Inf always fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from pipeline.config import Tolerance
+from pipeline.decode import simcc_argmax
+
+EPS = 1e-12
+LOWER_PRECISIONS = {"fp32": ("fp16", "bf16", "int8"), "fp16": ("int8",), "bf16": ("int8",), "int8": ()}
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    return {"max": float(np.max(values)), "mean": float(np.mean(values)),
+            "median": float(np.median(values)), "p99": float(np.percentile(values, 99))}
+
+
+def compare_output(reference: np.ndarray, actual: np.ndarray, tol: Tolerance) -> dict[str, object]:
+    ref, act = reference.astype(np.float64), actual.astype(np.float64)
+    abs_err = np.abs(act - ref)
+    rel_err = abs_err / (np.abs(ref) + EPS)
+    finite = bool(np.all(np.isfinite(act)))
+    elementwise_ok = (abs_err <= tol.atol) | (rel_err <= tol.rtol)
+    denom = np.linalg.norm(ref) * np.linalg.norm(act)
+    cosine = float(np.dot(ref.ravel(), act.ravel()) / denom) if denom > 0 and finite else float("nan")
+    # The smallest single tolerance that would have passed every element on its own.
+    return {
+        "abs_error": _stats(abs_err), "rel_error": _stats(rel_err), "cosine": cosine, "finite": finite,
+        "needs_atol": float(np.max(abs_err)), "needs_rtol": float(np.max(rel_err)),
+        "elements_failing": int(np.size(elementwise_ok) - np.count_nonzero(elementwise_ok)),
+        "passed_elementwise": finite and bool(np.all(elementwise_ok)),
+        "passed_cosine": finite and cosine >= tol.min_cosine,
+    }
+
+
+def keypoint_drift(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
+                   tol: Tolerance) -> dict[str, float]:
+    ref_kpts, _ = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
+    act_kpts, _ = simcc_argmax(actual["simcc_x"], actual["simcc_y"])
+    drift = np.linalg.norm(act_kpts - ref_kpts, axis=-1)
+    return {"mean_drift_px": float(np.mean(drift)), "max_drift_px": float(np.max(drift)),
+            "agreement": float(np.mean(drift <= tol.agreement_px))}
+
+
+def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance,
+            photo_count: int) -> dict[str, object]:
+    """Metrics and the list of breaches; missing/extra outputs or shape mismatches are breaches too."""
+    breaches: list[str] = []
+    outputs: dict[str, object] = {}
+    if set(reference) != set(actual):
+        breaches.append(f"outputs differ: reference {sorted(reference)}, artifact {sorted(actual)}")
+    for name in sorted(set(reference) & set(actual)):
+        if reference[name].shape != actual[name].shape:
+            breaches.append(f"{name} shape {list(actual[name].shape)} != reference {list(reference[name].shape)}")
+            continue
+        result = compare_output(reference[name], actual[name], tol)
+        outputs[name] = result
+        if not result["finite"]:
+            breaches.append(f"{name} has NaN or Inf")
+        elif not result["passed_elementwise"]:
+            breaches.append(f"{name} max|Δ| {result['needs_atol']:.3g} > atol {tol.atol:g} "
+                            f"(needs atol ≥ {result['needs_atol']:.3g} or rtol ≥ {result['needs_rtol']:.3g})")
+        if result["finite"] and not result["passed_cosine"]:
+            breaches.append(f"{name} cosine {result['cosine']:.6f} < min_cosine {tol.min_cosine:g} "
+                            f"(needs min_cosine ≤ {result['cosine']:.6f})")
+    metrics: dict[str, object] = {"outputs": outputs}
+    if not breaches:
+        keypoints = {"all": keypoint_drift(reference, actual, tol)}
+        photos = slice(0, photo_count)
+        keypoints["photos"] = keypoint_drift({k: v[photos] for k, v in reference.items()},
+                                             {k: v[photos] for k, v in actual.items()}, tol)
+        metrics["keypoints"] = keypoints
+        overall = keypoints["all"]
+        if overall["mean_drift_px"] > tol.max_mean_drift_px:
+            breaches.append(f"keypoints mean drift {overall['mean_drift_px']:.3g}px > max_mean_drift_px "
+                            f"{tol.max_mean_drift_px:g} (needs ≥ {overall['mean_drift_px']:.3g})")
+        if overall["agreement"] < tol.min_agreement:
+            breaches.append(f"keypoints within {tol.agreement_px:g}px {overall['agreement']:.4f} < min_agreement "
+                            f"{tol.min_agreement:g} (needs ≤ {overall['agreement']:.4f})")
+    metrics["breaches"] = breaches
+    metrics["passed"] = not breaches
+    return metrics
+
+
+def check_execution_precision(precision: str, executed: Mapping[str, int]) -> list[str]:
+    """A target must not compute in a lower precision than its name says (e.g. bf16 in openvino-fp32)."""
+    lower = {p: n for p, n in executed.items() if p in LOWER_PRECISIONS.get(precision, ()) and n > 0}
+    return [f"executes {n} operations in {p}, below the target precision {precision}" for p, n in lower.items()]
+
+
+def summary_lines(job: str, metrics: Mapping[str, object]) -> list[str]:
+    """One line per output for humans, e.g. `PASSED simcc_x max|Δ| 2.1e-06 ≤ atol 1e-04 ...`."""
+    lines = []
+    for name, result in metrics.get("outputs", {}).items():  # type: ignore[union-attr]
+        status = "PASSED" if result["passed_elementwise"] and result["passed_cosine"] else "FAILED"
+        lines.append(f"{status} {job} {name} max|Δ| {result['needs_atol']:.2g} max rel {result['needs_rtol']:.2g} "
+                     f"cosine {result['cosine']:.7f}")
+    kp = metrics.get("keypoints", {}).get("all") if isinstance(metrics.get("keypoints"), dict) else None
+    if kp:
+        lines.append(f"{'PASSED' if metrics['passed'] else 'FAILED'} {job} keypoints mean drift "
+                     f"{kp['mean_drift_px']:.3g}px max {kp['max_drift_px']:.3g}px agreement {kp['agreement']:.4f}")
+    for breach in metrics.get("breaches", []):  # type: ignore[union-attr]
+        lines.append(f"FAILED {job} {breach}")
+    return lines
