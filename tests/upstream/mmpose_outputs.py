@@ -1,0 +1,73 @@
+"""Run mmpose's own CSPNeXt + RTMCCHead on a state_dict and inputs; print outputs as .npz.
+
+Usage: python tests/upstream/mmpose_outputs.py <variant> <state_dict.pt> <inputs.npy> <out.npz>
+
+Only the model modules are imported: mmpose's package __init__ files pull in dataset and mmdet code
+(with compiled extensions) that the model does not use, so those packages are entered directly
+and the COCO evaluation API (xtcocotools, imported by metric modules) is replaced by empty modules.
+Runs in its own process so that none of this leaks into the test session.
+"""
+
+import os
+import sys
+import types
+
+import numpy as np
+import torch
+
+
+def import_mmpose_model_classes():
+    for name in ("xtcocotools", "xtcocotools.coco", "xtcocotools.cocoeval", "xtcocotools.mask"):
+        module = types.ModuleType(name)
+        module.COCO = module.COCOeval = object
+        sys.modules[name] = module
+    import mmpose
+
+    root = os.path.dirname(mmpose.__file__)
+    for package in ("mmpose.models", "mmpose.models.heads"):
+        module = types.ModuleType(package)
+        module.__path__ = [os.path.join(root, *package.split(".")[1:])]
+        sys.modules[package] = module
+    import mmpose.models.losses  # noqa: F401  registers KLDiscretLoss for the head
+    from mmpose.models.backbones.cspnext import CSPNeXt
+    from mmpose.models.heads.coord_cls_heads.rtmcc_head import RTMCCHead
+
+    return CSPNeXt, RTMCCHead
+
+
+class MMPoseRTMPose(torch.nn.Module):
+    """The released RTMPose config (e.g. rtmpose-m_8xb256-420e_coco-256x192.py), model part only."""
+
+    def __init__(self, deepen, widen, num_keypoints, input_hw):
+        super().__init__()
+        CSPNeXt, RTMCCHead = import_mmpose_model_classes()
+        h, w = input_hw
+        self.backbone = CSPNeXt(arch="P5", expand_ratio=0.5, deepen_factor=deepen, widen_factor=widen,
+                                out_indices=(4,), channel_attention=True, norm_cfg=dict(type="BN"),
+                                act_cfg=dict(type="SiLU"))
+        self.head = RTMCCHead(in_channels=int(1024 * widen), out_channels=num_keypoints, input_size=(w, h),
+                              in_featuremap_size=(w // 32, h // 32), simcc_split_ratio=2.0,
+                              final_layer_kernel_size=7,
+                              gau_cfg=dict(hidden_dims=256, s=128, expansion_factor=2, dropout_rate=0.0,
+                                           drop_path=0.0, act_fn="SiLU", use_rel_bias=False, pos_enc=False),
+                              loss=dict(type="KLDiscretLoss", use_target_weight=True, beta=10.0,
+                                        label_softmax=True))
+
+    def forward(self, x):
+        return self.head.forward(self.backbone(x))
+
+
+def main(variant_name, state_path, inputs_path, out_path):
+    from pipeline.variants import parse_variant
+
+    variant = parse_variant(variant_name)
+    arch = variant.arch()
+    model = MMPoseRTMPose(arch.deepen_factor, arch.widen_factor, arch.num_keypoints, arch.input_hw).eval()
+    model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
+    with torch.no_grad():
+        simcc_x, simcc_y = model(torch.from_numpy(np.load(inputs_path)))
+    np.savez(out_path, simcc_x=simcc_x.numpy(), simcc_y=simcc_y.numpy())
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
