@@ -62,6 +62,31 @@ def check_io(model: onnx.ModelProto, variant: Variant, source: str) -> None:
             raise InputError(f"{source}: tensor {value.name!r} is not float32")
 
 
+def stem_channels(model: onnx.ModelProto) -> int | None:
+    """Output channels of the first convolution fed by the image input: int(64 * widen // 2) in CSPNeXt."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[0] == INPUT_NAME and node.input[1] in initializers:
+            return int(initializers[node.input[1]].dims[0])
+    return None
+
+
+def check_variant(model: onnx.ModelProto, variant: Variant, source: str) -> None:
+    """I/O contract plus what the I/O cannot show: the scale (stem width) and recorded variant name."""
+    check_io(model, variant, source)
+    from pipeline.variants import SCALES
+
+    recorded = get_metadata(model).get("variant")
+    if recorded and recorded != variant.name:
+        raise InputError(f"{source} was exported as {recorded}, not model.name={variant.name}; set model={recorded}")
+    channels = stem_channels(model)
+    fits = [s for s, (_, widen) in SCALES.items() if int(64 * widen // 2) == channels]
+    if channels is not None and variant.scale not in fits:
+        h, w = variant.input_hw
+        names = ", ".join(f"rtmpose-{s}_{variant.keypoints}_{h}x{w}" for s in fits) or "no released scale"
+        raise InputError(f"{source} has a {channels}-channel stem, which fits {names}, not model.name={variant.name}")
+
+
 def set_metadata(model: onnx.ModelProto, props: dict[str, object]) -> None:
     """Replace metadata_props with sorted key/values; non-strings are stored as JSON."""
     del model.metadata_props[:]

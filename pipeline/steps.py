@@ -19,7 +19,7 @@ from pipeline.errors import ConfigError, VerificationError
 from pipeline.export import export_onnx
 from pipeline.golden import PHOTO_BOXES, golden_inputs
 from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
-from pipeline.onnx_io import check_io, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.onnx_io import check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
 from pipeline.simplify import simplify_onnx
 from pipeline.variants import parse_variant
 from pipeline.verify import check_execution_precision, compare, summary_lines
@@ -55,7 +55,7 @@ def reference(cfg: RunConfig, variant_name: str) -> Path:
     inputs = golden_inputs(variant.input_hw, cfg.verify.num_random, cfg.verify.seed)
     if is_onnx(cfg.model):
         source = load_onnx(resolve_path(cfg.model.checkpoint))
-        check_io(source, variant, f"model.checkpoint={cfg.model.checkpoint}")
+        check_variant(source, variant, f"model.checkpoint={cfg.model.checkpoint}")
         outputs = run_fp32(source, inputs)
     else:
         model, _, _ = build_reference_model(cfg.model)
@@ -74,7 +74,7 @@ def export(cfg: RunConfig, variant_name: str) -> Path:
     with atomic_path(paths["export"]) as tmp:
         if is_onnx(cfg.model):
             proto = load_onnx(resolve_path(cfg.model.checkpoint))
-            check_io(proto, variant, f"model.checkpoint={cfg.model.checkpoint}")
+            check_variant(proto, variant, f"model.checkpoint={cfg.model.checkpoint}")
             info = _onnx_weights_info(cfg)
             metadata = {**get_metadata(proto), "variant": variant.name, "weights_source": "onnx",
                         "checkpoint_sha256": info.sha256}
