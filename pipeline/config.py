@@ -62,8 +62,36 @@ class VerifyConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    source: str = "coco"  # coco | images | blank (blank only to prove verification catches it)
+    coco_dir: str = "artifacts/demo/coco"  # COCO keypoint set: annotations.json + images
+    images_dir: Optional[str] = None  # for source=images: every image used whole
+    num_samples: int = 64
+    seed: int = 0
+
+
+@dataclass
+class QuantizeConfig:
+    calibrate_method: str = "minmax"  # minmax | entropy | percentile (onnxruntime's calibrators)
+    per_channel: bool = True
+    # Node-name prefixes kept in float (no Q/DQ, NNCF ignored scope), e.g. the GAU head.
+    keep_float: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchmarkConfig:
+    warmup: int = 5
+    iterations: int = 30  # timed calls per target at batch 1, round-robin across targets
+    throughput_batch: int = 8
+    seed: int = 0
+
+
+@dataclass
 class OnnxRuntimeConfig:
     num_threads: int = 2
+    # fp16 target: op types and node-name prefixes kept in float32 (overflow-prone reductions).
+    fp16_keep_float_ops: list[str] = field(default_factory=list)
+    fp16_keep_float_nodes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,9 +102,21 @@ class OpenVINOConfig:
 
 
 @dataclass
+class TensorRTConfig:
+    min_batch: int = 1  # optimization profile for the dynamic batch axis
+    opt_batch: int = 1
+    max_batch: int = 8
+    workspace_mib: int = 1024
+    timing_cache: Optional[str] = None  # a previous timing.cache to start from
+    fp16_keep_float_ops: list[str] = field(default_factory=lambda: ["ReduceL2"])
+    fp16_keep_float_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class BackendsConfig:
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     openvino: OpenVINOConfig = field(default_factory=OpenVINOConfig)
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
 
 
 @dataclass
@@ -87,9 +127,14 @@ class RunConfig:
     simplify: SimplifyConfig = field(default_factory=SimplifyConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     backends: BackendsConfig = field(default_factory=BackendsConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     out_dir: str = "artifacts"
     # Derived by the `rtmpose_plan` resolver from model and targets; dvc.yaml iterates over it.
     plan: dict[str, Any] = field(default_factory=dict)
+    # Derived by `rtmpose_hardware`: GPU, compute capability, driver, TensorRT version (or "none").
+    hardware: dict[str, Any] = field(default_factory=dict)
 
 
 def _validate(raw: DictConfig | dict) -> RunConfig:

@@ -29,6 +29,11 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
         "export": str(root / "export" / "model.onnx"),
         "simplified": str(root / "simplified"),
         "simplified_onnx": str(root / "simplified" / "model.onnx"),
+        "calibration": str(root / "calibration.npz"),
+        "quantized": str(root / "quantized"),
+        "quantized_onnx": str(root / "quantized" / "model.onnx"),
+        "variant_dir": str(root),
+        "benchmark": str(PurePosixPath(out_dir) / "benchmarks" / f"{variant}.json"),
     }
 
 
@@ -37,32 +42,88 @@ def job_paths(out_dir: str, variant: str, target: str) -> dict[str, str]:
     return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json")}
 
 
-def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str) -> dict[str, Any]:
-    """Variants and jobs keyed by the names users type; invalid names fail with the choices."""
+# Which backends build INT8 from the shared Q/DQ ONNX, and which calibrate themselves (NNCF).
+QDQ_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def calibration_source(calibration: Any) -> str:
+    """The file or folder the calibration set is read from (a DVC dependency)."""
+    if calibration is None:
+        return "pipeline/calibration.py"
+    source = calibration.get("source", "coco")
+    if source == "coco":
+        return calibration.get("coco_dir") or "pipeline/calibration.py"
+    if source == "images":
+        return calibration.get("images_dir") or "pipeline/calibration.py"
+    return "pipeline/calibration.py"  # blank: made by code alone
+
+
+def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str,
+              calibration: Any = None) -> dict[str, Any]:
+    """Variants and jobs keyed by the names users type; invalid names fail with the choices.
+
+    `calibrations` and `quantizations` hold the variants that need a calibration set or a Q/DQ
+    ONNX; `left_out` names jobs that cannot run on this host and why (TensorRT without a GPU).
+    """
+    from pipeline.backends import availability
+
     variant = parse_variant(model_name).name
     from_onnx = bool(checkpoint) and str(checkpoint).lower().endswith(".onnx")
     paths = variant_paths(out_dir, variant)
-    variants = {variant: {"weights": checkpoint or SYNTHETIC_WEIGHTS_SOURCE, "from_onnx": from_onnx, **paths}}
     jobs: dict[str, Any] = {}
+    left_out: dict[str, str] = {}
     for name in targets:
         target = get_target(name)
-        jobs[f"{variant}.{name}"] = {
+        job = f"{variant}.{name}"
+        reason = availability(target.backend)
+        if reason:
+            left_out[job] = reason
+            continue
+        qdq = target.precision == "int8" and target.backend in QDQ_BACKENDS
+        calibrated = target.precision == "int8" and not qdq
+        onnx = paths["quantized_onnx"] if qdq else paths["simplified_onnx"]
+        jobs[job] = {
             "variant": variant, "target": name, "backend": target.backend, "precision": target.precision,
-            "onnx": paths["simplified_onnx"], "reference": paths["reference"], **job_paths(out_dir, variant, name),
+            "onnx": onnx, "calibration": paths["calibration"] if calibrated else "",
+            # dvc.yaml can neither interpolate a list of deps nor skip an empty one, and tolerates a
+            # repeated dep: jobs that calibrate depend on the set, the others repeat their ONNX.
+            "calibration_dep": paths["calibration"] if calibrated else onnx,
+            "reference": paths["reference"], **job_paths(out_dir, variant, name),
         }
-    return {"variants": variants, "jobs": jobs}
+    needs_qdq = any(j["onnx"] == paths["quantized_onnx"] for j in jobs.values())
+    needs_calibration = needs_qdq or any(j["calibration"] for j in jobs.values())
+    return {
+        "variants": {variant: {"weights": checkpoint or SYNTHETIC_WEIGHTS_SOURCE, "from_onnx": from_onnx,
+                               "jobs": sorted(jobs), **paths}},
+        "calibrations": {variant: {**paths, "source": calibration_source(calibration)}} if needs_calibration else {},
+        "quantizations": {variant: paths} if needs_qdq else {},
+        "jobs": jobs,
+        "left_out": left_out,
+    }
 
 
-def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str) -> Any:
+def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str, calibration: Any = None) -> Any:
     names = list(targets) if targets is not None else []
-    plan = make_plan(model_name, checkpoint if checkpoint not in (None, "None", "") else None, names, out_dir)
+    calib = OmegaConf.to_container(calibration) if calibration is not None and not isinstance(calibration, dict) else calibration
+    plan = make_plan(model_name, checkpoint if checkpoint not in (None, "None", "") else None, names, out_dir, calib)
     # A container, not a dict: OmegaConf.resolve (which DVC calls) only splices containers in place.
     return OmegaConf.create(plan)
+
+
+def _hardware_resolver() -> Any:
+    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT."""
+    from pipeline.backends import BACKENDS
+    from pipeline.hardware import gpu_fingerprint
+
+    return OmegaConf.create({name: gpu_fingerprint() if name == "tensorrt" else {"portable": True}
+                             for name in BACKENDS})
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("rtmpose_plan"):
         OmegaConf.register_new_resolver("rtmpose_plan", _plan_resolver)
+    if not OmegaConf.has_resolver("rtmpose_hardware"):
+        OmegaConf.register_new_resolver("rtmpose_hardware", _hardware_resolver)
 
 
 def check_config(cfg: Any) -> None:
@@ -78,7 +139,9 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"simplify.tool={cfg.simplify.tool!r}; choose onnxslim, onnxsim or none")
     if not 7 <= cfg.export.opset <= 21:
         raise ConfigError(f"export.opset={cfg.export.opset} is outside 7..21")
-    expected = make_plan(cfg.model.name, cfg.model.checkpoint, list(cfg.targets), cfg.out_dir)
+    expected = make_plan(cfg.model.name, cfg.model.checkpoint, list(cfg.targets), cfg.out_dir,
+                         {"source": cfg.calibration.source, "coco_dir": cfg.calibration.coco_dir,
+                          "images_dir": cfg.calibration.images_dir})
     if cfg.plan and cfg.plan != expected:
         raise ConfigError("plan does not match model/targets/out_dir; recompose with `python -m pipeline.params`")
     cfg.plan = expected

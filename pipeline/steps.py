@@ -13,12 +13,16 @@ import numpy as np
 import torch
 
 from pipeline import backends
+from pipeline.calibration import calibration_inputs
+from pipeline.benchmark import benchmark as run_benchmark
 from pipeline.checkpoint import sha256_file
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError, VerificationError
 from pipeline.export import export_onnx
 from pipeline.golden import PHOTO_BOXES, golden_inputs
+from pipeline.progress import progress_bar
 from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
+from pipeline.quantize import quantize_qdq
 from pipeline.onnx_io import check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
 from pipeline.simplify import simplify_onnx
 from pipeline.variants import parse_variant
@@ -97,14 +101,38 @@ def simplify(cfg: RunConfig, variant_name: str) -> Path:
     return Path(paths["simplified_onnx"])
 
 
+def calibration(cfg: RunConfig, variant_name: str) -> Path:
+    """INT8 calibration inputs: person crops, preprocessed exactly like inference inputs."""
+    if variant_name not in cfg.plan["calibrations"]:
+        raise ConfigError(f"variant {variant_name!r} has no INT8 target in the plan; nothing to calibrate")
+    paths = cfg.plan["calibrations"][variant_name]
+    inputs = calibration_inputs(cfg.calibration, parse_variant(variant_name).input_hw)
+    write_npz(paths["calibration"], {"input": inputs})
+    print(f"calibration {variant_name}: {len(inputs)} samples from {cfg.calibration.source}")
+    return Path(paths["calibration"])
+
+
+def quantize(cfg: RunConfig, variant_name: str) -> Path:
+    """The shared INT8 Q/DQ ONNX (onnxruntime-int8, tensorrt-int8) from the simplified model."""
+    if variant_name not in cfg.plan["quantizations"]:
+        raise ConfigError(f"variant {variant_name!r} has no Q/DQ INT8 target in the plan; nothing to quantize")
+    paths = cfg.plan["quantizations"][variant_name]
+    inputs = read_npz(paths["calibration"])["input"]
+    with atomic_path(paths["quantized"], is_dir=True) as tmp:
+        report = quantize_qdq(Path(paths["simplified_onnx"]), inputs, cfg.quantize, tmp / "model.onnx")
+        write_json(tmp / "quantize.json", report)
+    return Path(paths["quantized_onnx"])
+
+
 def build(cfg: RunConfig, job: str) -> Path:
-    """Build one target's artifact from the simplified ONNX, with its metadata."""
+    """Build one target's artifact from its ONNX (simplified or Q/DQ), with its metadata."""
     entry = _job_entry(cfg, job)
     target = backends.get_target(entry["target"])
     module = backends.get(target.backend)
-    source = Path(cfg.plan["variants"][entry["variant"]]["simplified_onnx"])
+    source = Path(entry["onnx"])
+    calibration_set = read_npz(entry["calibration"])["input"] if entry["calibration"] else None
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
-        module.build(source, target, cfg, tmp)
+        module.build(source, target, cfg, tmp, calibration=calibration_set)
         write_json(tmp / ARTIFACT_META, {
             "job": job, "variant": entry["variant"], "target": target.name, "backend": target.backend,
             "precision": target.precision, "source_onnx_sha256": sha256_file(source),
@@ -135,6 +163,38 @@ def verify(cfg: RunConfig, job: str) -> dict:
     if not metrics["passed"]:
         raise VerificationError(f"{job} failed verification: {metrics['breaches'][0]}")
     return metrics
+
+
+def benchmark(cfg: RunConfig, variant_name: str) -> dict:
+    """Time every artifact of the variant side by side; write the DVC metrics file."""
+    paths = _variant_entry(cfg, variant_name)
+    jobs = {cfg.plan["jobs"][j]["target"]: cfg.plan["jobs"][j] for j in paths["jobs"]}
+    runners = {}
+    settings = {}
+    for target_name, entry in jobs.items():
+        target = backends.get_target(target_name)
+        runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
+        runners[target_name], settings[target_name] = runner, runner.settings
+    with progress_bar(cfg.benchmark.iterations, f"benchmark {variant_name}") as advance:
+        results = run_benchmark(runners, parse_variant(variant_name).input_hw, cfg.benchmark, advance)
+    for target_name, result in results.items():
+        result["runtime_settings"] = settings[target_name]
+        drift = read_metrics(jobs[target_name]["metrics"]).get("keypoints", {}).get("all", {})
+        result["mean_drift_px"] = drift.get("mean_drift_px")
+    write_json(paths["benchmark"], {"variant": variant_name, "targets": results})
+    for target_name, r in sorted(results.items(), key=lambda kv: kv[1]["latency_ms_median"]):
+        speedup = r["speedup_vs_onnxruntime_fp32"]
+        print(f"benchmark {variant_name} {target_name}: {r['latency_ms_median']:.2f} ms median, "
+              f"p90 {r['latency_ms_p90']:.2f} ms, {r['throughput_img_s']:.1f} img/s at batch "
+              f"{r['throughput_batch']}" + (f", {speedup:.2f}x onnxruntime-fp32" if speedup else ""))
+    return results
+
+
+def read_metrics(path: str | Path) -> dict:
+    import json
+
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def clean_variant(cfg: RunConfig, variant_name: str) -> None:

@@ -92,9 +92,13 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
 
 
 def check_execution_precision(precision: str, executed: Mapping[str, int]) -> list[str]:
-    """A target must not compute in a lower precision than its name says (e.g. bf16 in openvino-fp32)."""
+    """A target computes in the precision its name says: none lower (bf16 in openvino-fp32), and some
+    of its own (an fp16 or int8 conversion that silently did nothing is a failure too)."""
     lower = {p: n for p, n in executed.items() if p in LOWER_PRECISIONS.get(precision, ()) and n > 0}
-    return [f"executes {n} operations in {p}, below the target precision {precision}" for p, n in lower.items()]
+    breaches = [f"executes {n} operations in {p}, below the target precision {precision}" for p, n in lower.items()]
+    if precision != "fp32" and executed.get(precision, 0) == 0:
+        breaches.append(f"executes nothing in {precision} (measured: {dict(executed)}); the conversion did not apply")
+    return breaches
 
 
 def summary_lines(job: str, metrics: Mapping[str, object]) -> list[str]:

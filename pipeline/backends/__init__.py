@@ -16,8 +16,9 @@ from pipeline.errors import ConfigError, RuntimeMissingError
 
 # backend -> (module, precisions it builds, Python package that provides its runtime, pip extra)
 BACKENDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "onnxruntime": ("pipeline.backends.onnxruntime", ("fp32",), "onnxruntime", "onnxruntime"),
-    "openvino": ("pipeline.backends.openvino", ("fp32",), "openvino", "openvino"),
+    "onnxruntime": ("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime"),
+    "openvino": ("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
+    "tensorrt": ("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt"),
 }
 
 
@@ -42,6 +43,27 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise ConfigError(f"targets: unknown target {name!r}; choose from {', '.join(TARGETS)}")
     return TARGETS[name]
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with at least one GPU: `nvidia-smi -L` lists it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listing.returncode == 0 and "GPU" in listing.stdout
+
+
+def availability(backend: str) -> str:
+    """'' if the backend can run on this host, else why its jobs are left out of the plan."""
+    if backend == "tensorrt" and not nvidia_gpu_present():
+        return "TensorRT needs an NVIDIA GPU and this host has none (nvidia-smi lists no GPU)"
+    return ""
 
 
 def get(backend: str) -> ModuleType:

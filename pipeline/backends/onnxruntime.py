@@ -1,9 +1,11 @@
 """ONNX Runtime backend.
 
-Artifact: `model.onnx` (the simplified FP32 graph, unchanged). Precisions: fp32.
-Runtime: `onnxruntime.InferenceSession` with the CPU execution provider (tested with 1.32).
-Its precision is checked, not assumed: the runner refuses a session whose provider is not the CPU
-one or whose I/O is not float32.
+Artifact: `model.onnx`. Precisions:
+- fp32: the simplified graph, unchanged;
+- fp16: the graph converted to float16 (pipeline/fp16.py), float32 I/O kept;
+- int8: the shared Q/DQ graph from the `quantize` stage (pipeline/quantize.py).
+Runtime: `onnxruntime.InferenceSession`, CPU execution provider (tested with 1.32). The precision is
+read from the artifact, not assumed: `execution_precision` counts its initializers by element type.
 """
 
 from __future__ import annotations
@@ -13,31 +15,44 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from pipeline.backends.common import check_feeds
 from pipeline.backends import Target
+from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.fp16 import convert_fp16
+from pipeline.quantize import float_nodes
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_FILE = "model.onnx"
+_TYPE_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
+               onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "int8"}
 
 
-def build(onnx_path: Path, target: Target, cfg, out_dir: Path) -> Path:
+def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: onnxruntime cannot build precision {target.precision!r}")
-    shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
-    return out_dir / MODEL_FILE
+    out = out_dir / MODEL_FILE
+    if target.precision == "fp16":
+        model = onnx.load(str(onnx_path))
+        options = cfg.backends.onnxruntime
+        converted = convert_fp16(model, list(options.fp16_keep_float_ops),
+                                 float_nodes(model, list(options.fp16_keep_float_nodes)))
+        onnx.save_model(converted, str(out))
+        return out
+    if target.precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node):
+        raise ConfigError(f"{target.name} needs the Q/DQ model from the quantize stage, got {onnx_path}")
+    shutil.copyfile(onnx_path, out)
+    return out
 
 
-def graph_float_types(path: Path) -> dict[str, int]:
-    """Floating-point initializers by element type: what the CPU provider will compute in."""
-    import onnx
-
-    names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+def graph_precisions(path: Path) -> dict[str, int]:
+    """Initializers by element type: what the CPU provider will compute in."""
     counts: dict[str, int] = {}
     for init in onnx.load(str(path), load_external_data=False).graph.initializer:
-        if init.data_type in names:
-            counts[names[init.data_type]] = counts.get(names[init.data_type], 0) + 1
+        name = _TYPE_NAMES.get(init.data_type)
+        if name:
+            counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -48,8 +63,8 @@ class Runner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = cfg.backends.onnxruntime.num_threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(Path(artifact_dir) / MODEL_FILE), options,
-                                            providers=["CPUExecutionProvider"])
+        path = Path(artifact_dir) / MODEL_FILE
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         if self.session.get_providers()[0] != "CPUExecutionProvider":
             raise RuntimeMissingError(f"onnxruntime chose {self.session.get_providers()[0]}, not the CPU provider")
         self.inputs = {i.name: (i.type, i.shape) for i in self.session.get_inputs()}
@@ -58,8 +73,9 @@ class Runner:
             if dtype != "tensor(float)":
                 raise ConfigError(f"{target.name}: input {name!r} is {dtype}, not float32")
         self.settings = {"provider": "CPUExecutionProvider", "intra_op_num_threads": options.intra_op_num_threads,
-                         "execution_precision": graph_float_types(Path(artifact_dir) / MODEL_FILE)}
+                         "execution_precision": graph_precisions(path)}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: shape for name, (_, shape) in self.inputs.items()})
-        return dict(zip(self.output_names, self.session.run(self.output_names, dict(feeds))))
+        outputs = self.session.run(self.output_names, dict(feeds))
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}

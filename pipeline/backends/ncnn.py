@@ -1,0 +1,229 @@
+"""ncnn backend.
+
+Artifact: `model.ncnn.param` + `model.ncnn.bin` (ncnn graph and weights, converted from the simplified
+ONNX by pnnx's `pnnx` executable with a fixed input shape [1,3,H,W]) and `io.json`, which maps our
+tensor names to pnnx's blob names (`input` -> `in0`, `simcc_x` -> `out0`, `simcc_y` -> `out1`, in the
+ONNX output order). ncnn runs one image at a time; the runner loops over the batch.
+Precisions: fp32 (fp32 weights, every fp16/bf16/int8 option off) and fp16 (fp16 weights in the .bin,
+fp16 storage at run time, plus fp16 arithmetic where the CPU has it, i.e. ARMv8.2 asimdhp).
+int8 is not offered: it needs ncnn's `ncnn2table`/`ncnn2int8` tools, which neither the `ncnn` nor
+the `pnnx` wheel ships (the wheel's `quantize_to_int8` only quantizes a single Mat).
+Upstream: `ncnn.Net`/`ncnn.Extractor` (PyPI `ncnn`, tested 1.0.20261020) and the `pnnx` executable
+(PyPI `pnnx`, tested 20261020). The executable is called directly: `pnnx.convert()` ignores the exit
+status and imports the Python file pnnx generates. pnnx writes the same bytes for the same ONNX.
+
+Precision is set, not assumed. ncnn's defaults turn on fp16 storage/arithmetic (and pnnx's default
+writes fp16 weights), so both are set from the target. The runner reports, per layer, the precision its
+activations are stored in, derived like ncnn's `Net::convert_layout`: fp16 only where fp16 storage is
+on, the layer supports it and the CPU is one where ncnn casts to fp16 (ARM asimdhp/vfpv4); bf16 where
+bf16 storage is on and the layer supports it; fp32 otherwise. On x86 ncnn computes every layer of the
+fp16 target in fp32 (only the weights are fp16-rounded). A layer's `31=` feature mask in the .param
+(https://github.com/Tencent/ncnn/wiki/layer-feature-mask) is honoured in that count.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.backends import Target
+from pipeline.backends.common import check_feeds
+from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
+from pipeline.io import write_json
+
+PRECISIONS = ("fp32", "fp16")
+PARAM_FILE = "model.ncnn.param"
+BIN_FILE = "model.ncnn.bin"
+IO_FILE = "io.json"
+FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
+FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
+
+
+def _onnx_io(onnx_path: Path) -> tuple[str, list[int], list[tuple[str, list[int]]]]:
+    """The ONNX's single input (name, [N,3,H,W]) and its outputs (name, dims) in graph order."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+
+    def dims(value) -> list[int]:
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+    if len(inputs) != 1 or len(dims(inputs[0])) != 4 or any(d <= 0 for d in dims(inputs[0])[1:]):
+        raise InputError(f"{onnx_path}: ncnn needs one NCHW input with static C, H and W, "
+                         f"got {[(v.name, dims(v)) for v in inputs]}")
+    return inputs[0].name, dims(inputs[0]), [(value.name, dims(value)) for value in graph.output]
+
+
+def _run_pnnx(onnx_path: Path, input_shape: list[int], fp16: bool, work_dir: Path) -> None:
+    try:
+        import pnnx
+    except ImportError:
+        raise RuntimeMissingError("the ncnn backend converts with the Python package 'pnnx', which is not "
+                                  "installed; run `pip install \".[ncnn]\"`") from None
+    shutil.copyfile(onnx_path, work_dir / "model.onnx")
+    shape = ",".join(str(d) for d in input_shape)
+    command = [pnnx.EXEC_PATH, "model.onnx", f"inputshape=[{shape}]f32", f"fp16={int(fp16)}", "device=cpu",
+               f"ncnnparam={PARAM_FILE}", f"ncnnbin={BIN_FILE}"]
+    result = subprocess.run(command, cwd=work_dir, capture_output=True, text=True)
+    if result.returncode != 0 or not (work_dir / PARAM_FILE).is_file() or not (work_dir / BIN_FILE).is_file():
+        log = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise PipelineError(f"pnnx could not convert {onnx_path} (exit {result.returncode}): {' | '.join(log)}")
+
+
+def _load_net(param: Path, weights: Path, precision: str, num_threads: int):
+    """An ncnn.Net with every precision option set from the target, before the model is loaded."""
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.num_threads = num_threads
+    opt.use_vulkan_compute = False
+    fp16 = precision == "fp16"
+    opt.use_fp16_storage = fp16
+    opt.use_fp16_packed = fp16
+    opt.use_fp16_arithmetic = fp16 and bool(ncnn.cpu_support_arm_asimdhp())
+    opt.use_bf16_storage = False
+    opt.use_bf16_packed = False
+    opt.use_int8_inference = False
+    opt.use_int8_storage = False
+    opt.use_int8_packed = False
+    opt.use_int8_arithmetic = False
+    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
+        raise InputError(f"ncnn could not load {param} + {weights}; rebuild the artifact")
+    return net
+
+
+def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+    """ONNX -> ncnn param/bin with pnnx (in a scratch directory), plus io.json. `calibration` is unused."""
+    if target.precision not in PRECISIONS:
+        raise ConfigError(f"targets: ncnn cannot build precision {target.precision!r}; choose one of "
+                          f"{', '.join(PRECISIONS)} (int8 needs ncnn2table/ncnn2int8, which no PyPI package ships)")
+    input_name, input_dims, outputs = _onnx_io(Path(onnx_path))
+    with tempfile.TemporaryDirectory(prefix="pnnx-") as scratch:
+        work_dir = Path(scratch)
+        _run_pnnx(Path(onnx_path), [1, *input_dims[1:]], target.precision == "fp16", work_dir)
+        shutil.copyfile(work_dir / PARAM_FILE, out_dir / PARAM_FILE)
+        shutil.copyfile(work_dir / BIN_FILE, out_dir / BIN_FILE)
+
+    # pnnx names blobs in0.. and out0.. in the ONNX's input and output order; check that, then the shapes.
+    blobs = {name: f"out{i}" for i, (name, _) in enumerate(outputs)}
+    net = _load_net(out_dir / PARAM_FILE, out_dir / BIN_FILE, "fp32", 1)
+    if list(net.input_names()) != ["in0"] or sorted(net.output_names()) != sorted(blobs.values()):
+        raise PipelineError(f"pnnx named the blobs {list(net.input_names())} -> {list(net.output_names())}, "
+                            f"not in0 -> {sorted(blobs.values())}; this pnnx version is untested")
+    results = _forward(net, {"in0": np.zeros(input_dims[1:], np.float32)}, blobs.values())
+    for name, dims in outputs:
+        if list(results[blobs[name]].shape) != dims[1:]:
+            raise PipelineError(f"ncnn output {blobs[name]} has shape {list(results[blobs[name]].shape)}, "
+                                f"but ONNX output {name!r} is {dims}")
+    io = {"inputs": {input_name: {"blob": "in0", "shape": [-1, *input_dims[1:]]}},
+          "outputs": {name: {"blob": blobs[name], "shape": [-1, *dims[1:]]} for name, dims in outputs},
+          "weights": target.precision}
+    write_json(out_dir / IO_FILE, io)
+    return out_dir / PARAM_FILE
+
+
+def _forward(net, feeds: Mapping[str, np.ndarray], outputs) -> dict[str, np.ndarray]:
+    """One image through an Extractor; blob name -> float32 array (fp16/bf16 blobs are converted back)."""
+    import ncnn
+
+    extractor = net.create_extractor()
+    for blob, array in feeds.items():
+        extractor.input(blob, ncnn.Mat(np.ascontiguousarray(array)))
+    results = {}
+    for blob in outputs:
+        status, mat = extractor.extract(blob)
+        if status != 0:
+            raise PipelineError(f"ncnn failed to compute blob {blob!r} (status {status})")
+        results[blob] = np.array(mat, dtype=np.float32)
+    return results
+
+
+def _featmasks(param: Path) -> dict[str, int]:
+    """Layer name -> its `31=` feature mask, read from the .param text."""
+    masks = {}
+    for line in param.read_text(encoding="utf-8").splitlines()[2:]:
+        fields = line.split()
+        for field in fields[4:]:
+            if field.startswith(FEATMASK_KEY + "="):
+                masks[fields[1]] = int(field.split("=", 1)[1])
+    return masks
+
+
+def layer_precisions(net, featmasks: Mapping[str, int]) -> dict[str, int]:
+    """Layers by the precision ncnn stores their activations in, following Net::convert_layout."""
+    import ncnn
+
+    opt = net.opt
+    cpu_fp16 = bool(ncnn.cpu_support_arm_asimdhp() or ncnn.cpu_support_arm_vfpv4())
+    counts: Counter[str] = Counter()
+    for layer in net.layers():
+        mask = featmasks.get(layer.name, 0)
+        if opt.use_fp16_storage and not mask & 2 and cpu_fp16 and layer.support_fp16_storage:
+            counts["fp16"] += 1
+        elif opt.use_bf16_storage and not mask & 4 and layer.support_bf16_storage:
+            counts["bf16"] += 1
+        else:
+            counts["fp32"] += 1
+    return dict(sorted(counts.items()))
+
+
+def fp16_weight_blobs(weights: Path) -> int:
+    """Weight blobs stored as fp16 in a .bin: each starts with ncnn's fp16 tag, 4-byte aligned."""
+    words = np.fromfile(weights, dtype="<u4", count=weights.stat().st_size // 4)
+    return int(np.count_nonzero(words == FP16_WEIGHT_TAG))
+
+
+class Runner:
+    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+        if target.precision not in PRECISIONS:
+            raise ConfigError(f"targets: ncnn cannot run precision {target.precision!r}")
+        num_threads = cfg.backends.ncnn.num_threads
+        if num_threads < 1:
+            raise ConfigError(f"backends.ncnn.num_threads={num_threads}; set it to 1 or more")
+        artifact_dir = Path(artifact_dir)
+        io = json.loads((artifact_dir / IO_FILE).read_text(encoding="utf-8"))
+        if io["weights"] != target.precision:
+            raise ConfigError(f"{artifact_dir} holds {io['weights']} weights, but the target is {target.name}")
+        self.inputs = io["inputs"]
+        self.outputs = io["outputs"]
+        self.net = _load_net(artifact_dir / PARAM_FILE, artifact_dir / BIN_FILE, target.precision, num_threads)
+        opt = self.net.opt
+        layers = layer_precisions(self.net, _featmasks(artifact_dir / PARAM_FILE))
+        weights = fp16_weight_blobs(artifact_dir / BIN_FILE)
+        executed = dict(layers)
+        if weights and not layers.get("fp16"):
+            # fp32 compute on fp16-rounded weights (x86): report the fp16 weights, as the openvino backend does.
+            executed["fp16"] = weights
+        self.settings = {
+            "num_threads": opt.num_threads,
+            "use_fp16_storage": opt.use_fp16_storage,
+            "use_fp16_packed": opt.use_fp16_packed,
+            "use_fp16_arithmetic": opt.use_fp16_arithmetic,
+            "use_bf16_storage": opt.use_bf16_storage,
+            "use_int8_inference": opt.use_int8_inference,
+            "layer_precision": layers,
+            "fp16_weight_blobs": weights,
+            "execution_precision": dict(sorted(executed.items())),
+        }
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_feeds(feeds, {name: spec["shape"] for name, spec in self.inputs.items()})
+        batch = {len(array) for array in feeds.values()}
+        if len(batch) != 1 or 0 in batch:
+            raise InputError(f"inputs {sorted(feeds)} need one common, non-zero batch size, got {sorted(batch)}")
+        blobs = [spec["blob"] for spec in self.outputs.values()]
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for i in range(batch.pop()):
+            image = _forward(self.net, {self.inputs[name]["blob"]: array[i] for name, array in feeds.items()}, blobs)
+            for name, spec in self.outputs.items():
+                results[name].append(image[spec["blob"]])
+        return {name: np.stack(arrays) for name, arrays in results.items()}

@@ -1,0 +1,143 @@
+"""TensorRT backend (optional extra `tensorrt`; NVIDIA GPU required).
+
+Artifact: `model.engine` (serialized engine), `timing.cache` (the builder's timing cache, kept so a
+rebuild on the same hardware is fast) and `engine.json` (hardware fingerprint, profile shapes).
+Precisions: fp16 and int8, built as *strongly typed* networks: TensorRT 10 deprecated and
+TensorRT 11 removed the builder precision flags, so precision comes from the ONNX graph itself:
+an FP16 graph (pipeline/fp16.py, the overflow-prone ops kept in float32) for fp16, the shared Q/DQ
+graph (pipeline/quantize.py) for int8. Optimization profile: min/opt/max batch from
+`backends.tensorrt`. Written against the TensorRT 10 Python API (`tensorrt.Builder`,
+`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `OnnxParser`, `build_serialized_network`,
+`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator.
+
+TensorRT installs only from NVIDIA's package index, which the development machines here cannot
+reach, so this module has not been run here: the plan leaves TensorRT jobs out on hosts without
+an NVIDIA GPU, and CI's GPU workflow is where it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pipeline.backends import Target
+from pipeline.backends.common import check_feeds
+from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.fp16 import convert_fp16
+from pipeline.hardware import gpu_fingerprint
+from pipeline.onnx_io import INPUT_NAME
+from pipeline.quantize import float_nodes
+
+PRECISIONS = ("fp16", "int8")
+ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
+
+
+def _graph_for(onnx_path: Path, target: Target, cfg) -> bytes:
+    model = onnx.load(str(onnx_path))
+    if target.precision == "fp16":
+        options = cfg.backends.tensorrt
+        model = convert_fp16(model, list(options.fp16_keep_float_ops), float_nodes(model, list(options.fp16_keep_float_nodes)))
+    elif not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        raise ConfigError(f"{target.name} needs the Q/DQ model from the quantize stage, got {onnx_path}")
+    return model.SerializeToString()
+
+
+def _input_hw(model_bytes: bytes) -> tuple[int, int]:
+    dims = onnx.ModelProto.FromString(model_bytes).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[2].dim_value), int(dims[3].dim_value)
+
+
+def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+    import tensorrt as trt
+
+    if target.precision not in PRECISIONS:
+        raise ConfigError(f"targets: tensorrt builds {', '.join(PRECISIONS)}, not {target.precision!r}")
+    options = cfg.backends.tensorrt
+    if not options.min_batch <= options.opt_batch <= options.max_batch:
+        raise ConfigError("backends.tensorrt needs min_batch <= opt_batch <= max_batch")
+    graph = _graph_for(onnx_path, target, cfg)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(graph):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigError(f"{target.name}: TensorRT could not parse the ONNX: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    h, w = _input_hw(graph)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, (options.min_batch, 3, h, w), (options.opt_batch, 3, h, w),
+                      (options.max_batch, 3, h, w))
+    config.add_optimization_profile(profile)
+    previous = Path(options.timing_cache) if options.timing_cache else None
+    cache = config.create_timing_cache(previous.read_bytes() if previous and previous.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ConfigError(f"{target.name}: TensorRT failed to build the engine (see the log above)")
+    (out_dir / ENGINE_FILE).write_bytes(bytes(engine))
+    (out_dir / CACHE_FILE).write_bytes(bytes(config.get_timing_cache().serialize()))
+    info = {"fingerprint": gpu_fingerprint(), "tensorrt": trt.__version__, "strongly_typed": True,
+            "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+            "precision": target.precision}
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out_dir / ENGINE_FILE
+
+
+class Runner:
+    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+        import tensorrt as trt
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeMissingError(f"{target.name} needs a CUDA GPU visible to torch; none is")
+        info = json.loads((Path(artifact_dir) / INFO_FILE).read_text(encoding="utf-8"))
+        if info["fingerprint"] != gpu_fingerprint():
+            raise RuntimeMissingError(f"{target.name}: engine was built for {info['fingerprint']}, this host is "
+                                      f"{gpu_fingerprint()}; rebuild it here (dvc repro)")
+        self._torch = torch
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+            (Path(artifact_dir) / ENGINE_FILE).read_bytes())
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.inputs = {INPUT_NAME: list(self.engine.get_tensor_shape(INPUT_NAME))}
+        self.settings = {"gpu": info["fingerprint"]["gpu"], "tensorrt": info["tensorrt"], "profile": info["profile"],
+                         "execution_precision": self._layer_precisions()}
+
+    def _layer_precisions(self) -> dict[str, int]:
+        """Layer output types from the engine inspector (strongly typed: what the graph asked for)."""
+        import tensorrt as trt
+
+        inspector = self.engine.create_engine_inspector()
+        layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
+        counts: dict[str, int] = {}
+        for layer in layers:
+            for output in layer.get("Outputs", []) if isinstance(layer, dict) else []:
+                fmt = str(output.get("Format/Datatype", "")).lower()
+                name = "int8" if "int8" in fmt else "fp16" if ("half" in fmt or "fp16" in fmt) else "fp32" if "float" in fmt else None
+                if name:
+                    counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        check_feeds(feeds, self.inputs)
+        batch = torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])).cuda()
+        self.context.set_input_shape(INPUT_NAME, tuple(batch.shape))
+        self.context.set_tensor_address(INPUT_NAME, batch.data_ptr())
+        outputs = {}
+        for name in self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outputs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeMissingError("TensorRT execution failed")
+        stream.synchronize()
+        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
