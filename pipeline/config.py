@@ -130,6 +130,7 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    extra_variants: list[str] = field(default_factory=list)  # more variants besides the model (conf/matrix/)
     out_dir: str = "artifacts"
     # Derived by the `rtmpose_plan` resolver from model and targets; dvc.yaml iterates over it.
     plan: dict[str, Any] = field(default_factory=dict)

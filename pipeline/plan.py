@@ -58,16 +58,34 @@ def calibration_source(calibration: Any) -> str:
     return "pipeline/calibration.py"  # blank: made by code alone
 
 
+# Variants whose default weights are the project's trained demo checkpoint (dvc.yaml `train-demo`).
+DEMO_CHECKPOINTS = {"rtmpose-t_coco17_256x192": "checkpoints/rtmpose-t_coco17_256x192_demo.pth"}
+
+
 def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str,
-              calibration: Any = None) -> dict[str, Any]:
+              calibration: Any = None, extra_variants: list[str] | None = None) -> dict[str, Any]:
     """Variants and jobs keyed by the names users type; invalid names fail with the choices.
 
+    The model (with `model.checkpoint`) comes first; `extra_variants` (e.g. the full released
+    matrix) use their demo checkpoint if they have one, else synthetic weights.
     `calibrations` and `quantizations` hold the variants that need a calibration set or a Q/DQ
     ONNX; `left_out` names jobs that cannot run on this host and why (TensorRT without a GPU).
     """
+    plan: dict[str, Any] = {"variants": {}, "calibrations": {}, "quantizations": {}, "jobs": {}, "left_out": {}}
+    weights = {parse_variant(model_name).name: checkpoint}
+    for name in extra_variants or []:
+        weights.setdefault(parse_variant(name).name, DEMO_CHECKPOINTS.get(name))
+    for variant, variant_checkpoint in weights.items():
+        part = _variant_plan(variant, variant_checkpoint, targets, out_dir, calibration)
+        for key in plan:
+            plan[key].update(part[key])
+    return plan
+
+
+def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_dir: str,
+                  calibration: Any) -> dict[str, Any]:
     from pipeline.backends import availability
 
-    variant = parse_variant(model_name).name
     from_onnx = bool(checkpoint) and str(checkpoint).lower().endswith(".onnx")
     paths = variant_paths(out_dir, variant)
     jobs: dict[str, Any] = {}
@@ -93,8 +111,8 @@ def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_d
     needs_qdq = any(j["onnx"] == paths["quantized_onnx"] for j in jobs.values())
     needs_calibration = needs_qdq or any(j["calibration"] for j in jobs.values())
     return {
-        "variants": {variant: {"weights": checkpoint or SYNTHETIC_WEIGHTS_SOURCE, "from_onnx": from_onnx,
-                               "jobs": sorted(jobs), **paths}},
+        "variants": {variant: {"checkpoint": checkpoint, "weights": checkpoint or SYNTHETIC_WEIGHTS_SOURCE,
+                               "from_onnx": from_onnx, "jobs": sorted(jobs), **paths}},
         "calibrations": {variant: {**paths, "source": calibration_source(calibration)}} if needs_calibration else {},
         "quantizations": {variant: paths} if needs_qdq else {},
         "jobs": jobs,
@@ -102,10 +120,13 @@ def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_d
     }
 
 
-def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str, calibration: Any = None) -> Any:
-    names = list(targets) if targets is not None else []
-    calib = OmegaConf.to_container(calibration) if calibration is not None and not isinstance(calibration, dict) else calibration
-    plan = make_plan(model_name, checkpoint if checkpoint not in (None, "None", "") else None, names, out_dir, calib)
+def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str, calibration: Any = None,
+                   extra_variants: Any = None) -> Any:
+    def plain(value: Any) -> Any:
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+    plan = make_plan(model_name, checkpoint if checkpoint not in (None, "None", "") else None,
+                     list(plain(targets) or []), out_dir, plain(calibration), list(plain(extra_variants) or []))
     # A container, not a dict: OmegaConf.resolve (which DVC calls) only splices containers in place.
     return OmegaConf.create(plan)
 
@@ -141,7 +162,7 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"export.opset={cfg.export.opset} is outside 7..21")
     expected = make_plan(cfg.model.name, cfg.model.checkpoint, list(cfg.targets), cfg.out_dir,
                          {"source": cfg.calibration.source, "coco_dir": cfg.calibration.coco_dir,
-                          "images_dir": cfg.calibration.images_dir})
+                          "images_dir": cfg.calibration.images_dir}, list(cfg.extra_variants))
     if cfg.plan and cfg.plan != expected:
         raise ConfigError("plan does not match model/targets/out_dir; recompose with `python -m pipeline.params`")
     cfg.plan = expected

@@ -16,7 +16,7 @@ from pipeline import backends
 from pipeline.calibration import calibration_inputs
 from pipeline.benchmark import benchmark as run_benchmark
 from pipeline.checkpoint import sha256_file
-from pipeline.config import RunConfig
+from pipeline.config import ModelConfig, RunConfig
 from pipeline.errors import ConfigError, VerificationError
 from pipeline.export import export_onnx
 from pipeline.golden import PHOTO_BOXES, golden_inputs
@@ -47,22 +47,31 @@ def _job_entry(cfg: RunConfig, job: str) -> dict:
     return cfg.plan["jobs"][job]
 
 
-def _onnx_weights_info(cfg: RunConfig) -> WeightsInfo:
-    path = resolve_path(cfg.model.checkpoint)
-    return WeightsInfo("onnx", "onnx", cfg.model.checkpoint, sha256_file(path) if path.is_file() else "")
+def model_config(cfg: RunConfig, variant_name: str) -> ModelConfig:
+    """The model config of a planned variant: `model` itself, or an extra variant's planned weights."""
+    if variant_name == cfg.model.name:
+        return cfg.model
+    checkpoint = _variant_entry(cfg, variant_name)["checkpoint"]
+    return ModelConfig(name=variant_name, checkpoint=checkpoint, synthetic_seed=cfg.model.synthetic_seed)
+
+
+def _onnx_weights_info(model: ModelConfig) -> WeightsInfo:
+    path = resolve_path(model.checkpoint)
+    return WeightsInfo("onnx", "onnx", model.checkpoint, sha256_file(path) if path.is_file() else "")
 
 
 def reference(cfg: RunConfig, variant_name: str) -> Path:
     """Golden inputs and the reference outputs: PyTorch, or the supplied ONNX in plain onnxruntime."""
     paths = _variant_entry(cfg, variant_name)
     variant = parse_variant(variant_name)
+    model_cfg = model_config(cfg, variant_name)
     inputs = golden_inputs(variant.input_hw, cfg.verify.num_random, cfg.verify.seed)
-    if is_onnx(cfg.model):
-        source = load_onnx(resolve_path(cfg.model.checkpoint))
-        check_variant(source, variant, f"model.checkpoint={cfg.model.checkpoint}")
+    if is_onnx(model_cfg):
+        source = load_onnx(resolve_path(model_cfg.checkpoint))
+        check_variant(source, variant, f"model.checkpoint={model_cfg.checkpoint}")
         outputs = run_fp32(source, inputs)
     else:
-        model, _, _ = build_reference_model(cfg.model)
+        model, _, _ = build_reference_model(model_cfg)
         torch.set_num_threads(max(1, torch.get_num_threads()))
         with torch.no_grad():
             simcc_x, simcc_y = model(torch.from_numpy(inputs))
@@ -75,17 +84,18 @@ def export(cfg: RunConfig, variant_name: str) -> Path:
     """PyTorch -> ONNX, or the supplied ONNX checked against the variant and re-labelled."""
     paths = _variant_entry(cfg, variant_name)
     variant = parse_variant(variant_name)
+    model_cfg = model_config(cfg, variant_name)
     with atomic_path(paths["export"]) as tmp:
-        if is_onnx(cfg.model):
-            proto = load_onnx(resolve_path(cfg.model.checkpoint))
-            check_variant(proto, variant, f"model.checkpoint={cfg.model.checkpoint}")
-            info = _onnx_weights_info(cfg)
+        if is_onnx(model_cfg):
+            proto = load_onnx(resolve_path(model_cfg.checkpoint))
+            check_variant(proto, variant, f"model.checkpoint={model_cfg.checkpoint}")
+            info = _onnx_weights_info(model_cfg)
             metadata = {**get_metadata(proto), "variant": variant.name, "weights_source": "onnx",
                         "checkpoint_sha256": info.sha256}
             set_metadata(proto, metadata)
             save_onnx(proto, tmp)
         else:
-            model, _, info = build_reference_model(cfg.model)
+            model, _, info = build_reference_model(model_cfg)
             export_onnx(model, variant, info, cfg.export, tmp)
     return Path(paths["export"])
 
