@@ -87,6 +87,14 @@ class BenchmarkConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    enabled: bool = False  # the optional `evaluate` stage: COCO keypoint AP of every target vs the reference
+    dataset_dir: str = "artifacts/demo/coco"  # COCO keypoint set: annotations.json (person boxes) + images
+    max_ap_drop: float = 0.01  # AP on the 0-1 scale; a target further below the reference fails
+    batch_size: int = 8  # crops per inference call (a static-batch model uses its own batch size)
+
+
+@dataclass
 class OnnxRuntimeConfig:
     num_threads: int = 2
     # fp16 target: op types and node-name prefixes kept in float32 (overflow-prone reductions).
@@ -130,6 +138,7 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     extra_variants: list[str] = field(default_factory=list)  # more variants besides the model (conf/matrix/)
     out_dir: str = "artifacts"
     # Derived by the `rtmpose_plan` resolver from model and targets; dvc.yaml iterates over it.
@@ -138,7 +147,7 @@ class RunConfig:
     hardware: dict[str, Any] = field(default_factory=dict)
 
 
-def _validate(raw: DictConfig | dict) -> RunConfig:
+def validate(raw: DictConfig | dict) -> RunConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
         cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
@@ -186,8 +195,8 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), params_file: str | 
         path = Path(params_file)
         if not path.is_file():
             raise ConfigError(f"{path} does not exist; run `python -m pipeline.params` to compose it")
-        return _validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    return _validate(compose(overrides))
+        return validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return validate(compose(overrides))
 
 
 def dump_yaml(cfg: DictConfig) -> str:

@@ -22,9 +22,12 @@ def _remove(path: Path) -> None:
 
 @contextmanager
 def atomic_path(final: str | Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield `<final>.tmp` (a fresh directory if `is_dir`); replace `final` with it on success."""
+    """Yield `<final>.tmp-<pid>` (a fresh directory if `is_dir`); replace `final` with it on success.
+
+    The process id keeps concurrent sweep jobs that write the same shared output apart.
+    """
     final = Path(final)
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove(tmp)
     if is_dir:

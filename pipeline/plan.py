@@ -34,6 +34,7 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
         "quantized_onnx": str(root / "quantized" / "model.onnx"),
         "variant_dir": str(root),
         "benchmark": str(PurePosixPath(out_dir) / "benchmarks" / f"{variant}.json"),
+        "evaluate": str(PurePosixPath(out_dir) / "evaluate" / f"{variant}.json"),
     }
 
 
@@ -63,7 +64,8 @@ DEMO_CHECKPOINTS = {"rtmpose-t_coco17_256x192": "checkpoints/rtmpose-t_coco17_25
 
 
 def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str,
-              calibration: Any = None, extra_variants: list[str] | None = None) -> dict[str, Any]:
+              calibration: Any = None, extra_variants: list[str] | None = None,
+              evaluate: Any = None) -> dict[str, Any]:
     """Variants and jobs keyed by the names users type; invalid names fail with the choices.
 
     The model (with `model.checkpoint`) comes first; `extra_variants` (e.g. the full released
@@ -79,7 +81,16 @@ def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_d
         part = _variant_plan(variant, variant_checkpoint, targets, out_dir, calibration)
         for key in plan:
             plan[key].update(part[key])
+    plan["evaluations"] = _evaluations(plan["variants"], evaluate)
     return plan
+
+
+def _evaluations(variants: dict[str, Any], evaluate: Any) -> dict[str, Any]:
+    """The variants the optional `evaluate` stage scores: every COCO-17 one, when evaluate.enabled."""
+    if evaluate is None or not evaluate["enabled"]:
+        return {}
+    return {name: {**entry, "dataset_dir": evaluate["dataset_dir"]} for name, entry in variants.items()
+            if parse_variant(name).keypoints == "coco17"}
 
 
 def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_dir: str,
@@ -121,12 +132,13 @@ def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_
 
 
 def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str, calibration: Any = None,
-                   extra_variants: Any = None) -> Any:
+                   extra_variants: Any = None, evaluate: Any = None) -> Any:
     def plain(value: Any) -> Any:
         return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
     plan = make_plan(model_name, checkpoint if checkpoint not in (None, "None", "") else None,
-                     list(plain(targets) or []), out_dir, plain(calibration), list(plain(extra_variants) or []))
+                     list(plain(targets) or []), out_dir, plain(calibration), list(plain(extra_variants) or []),
+                     plain(evaluate))
     # A container, not a dict: OmegaConf.resolve (which DVC calls) only splices containers in place.
     return OmegaConf.create(plan)
 
@@ -162,7 +174,8 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"export.opset={cfg.export.opset} is outside 7..21")
     expected = make_plan(cfg.model.name, cfg.model.checkpoint, list(cfg.targets), cfg.out_dir,
                          {"source": cfg.calibration.source, "coco_dir": cfg.calibration.coco_dir,
-                          "images_dir": cfg.calibration.images_dir}, list(cfg.extra_variants))
+                          "images_dir": cfg.calibration.images_dir}, list(cfg.extra_variants),
+                         {"enabled": cfg.evaluate.enabled, "dataset_dir": cfg.evaluate.dataset_dir})
     if cfg.plan and cfg.plan != expected:
         raise ConfigError("plan does not match model/targets/out_dir; recompose with `python -m pipeline.params`")
     cfg.plan = expected

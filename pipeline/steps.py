@@ -16,8 +16,10 @@ from pipeline import backends
 from pipeline.calibration import calibration_inputs
 from pipeline.benchmark import benchmark as run_benchmark
 from pipeline.checkpoint import sha256_file
+from pipeline.dropin import write_dropin
 from pipeline.config import ModelConfig, RunConfig
 from pipeline.errors import ConfigError, VerificationError
+from pipeline.evaluate import evaluate  # noqa: F401  the `evaluate` stage's step lives with its library
 from pipeline.export import export_onnx
 from pipeline.golden import PHOTO_BOXES, golden_inputs
 from pipeline.progress import progress_bar
@@ -149,6 +151,7 @@ def build(cfg: RunConfig, job: str) -> Path:
             "onnx_metadata": get_metadata(load_onnx(source)),
             "tool_versions": tool_versions(target.backend, "onnx"),
         })
+        write_dropin(tmp, target, entry["variant"], get_metadata(load_onnx(source)))
     return Path(entry["artifact"])
 
 

@@ -1,0 +1,319 @@
+"""`python -m pipeline.infer ARTIFACT IMAGE`: one person's keypoints from a built artifact, as JSON.
+
+    python -m pipeline.infer artifacts/rtmpose-t_coco17_256x192/openvino-fp32 photo.jpg --box 20 10 370 512
+    python -m pipeline.infer end2end.onnx photo.jpg --variant rtmpose-m_coco17_256x192 --save pose.png
+    python -m pipeline.infer ARTIFACT IMAGE backends.openvino.num_threads=1   # config overrides
+
+ARTIFACT is an artifact directory as `build` writes it (`artifact.json` names backend, target and
+variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` +
+`io.json` (ncnn), `.engine` + `engine.json` (tensorrt). A bare file runs with the backend's fp32
+runner (ncnn and tensorrt read the precision from the file beside it). The variant comes from
+`artifact.json`, the ONNX `metadata_props` or OpenVINO's `rt_info` (the same props), else `--variant`.
+
+The image is preprocessed exactly as mmpose's top-down pipeline (pipeline/preprocess.py: box padded
+1.25 and fitted to the input aspect, bilinear affine crop, RGB mean/std), run through the backend's
+`Runner`, decoded as mmpose's SimCC decoder (pipeline/decode.py, split ratio 2) and mapped back to
+image pixels. Without `--box` the box is the whole image, as in rtmlib.
+Output on stdout: {"variant", "target", "box", "keypoints": [[x, y], ...], "scores", "keypoint_names"}.
+Errors print one line `error: ...` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import backends
+from pipeline.backends import Target
+from pipeline.decode import decode_simcc
+from pipeline.dropin import FILE_KINDS
+from pipeline.errors import InputError, PipelineError
+from pipeline.keypoints import COCO17, COCO17_SKELETON
+from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
+from pipeline.preprocess import crop, normalize, to_image_coords
+from pipeline.variants import Variant, parse_variant
+
+ARTIFACT_META = "artifact.json"  # written by pipeline.steps.build
+
+FILE_KINDS_BY_BACKEND = {backend: name for backend, name, _ in FILE_KINDS.values()}
+DRAW_MIN_SCORE = 0.3  # mmpose's visualizer default kpt_thr
+
+
+@dataclass
+class LoadedArtifact:
+    """A backend Runner with the target and variant it serves."""
+
+    runner: Any
+    target: Target
+    variant: Variant
+    source: Path
+
+
+# --------------------------------------------------------------------------------------------- preprocess
+# and decode, shared with pipeline/evaluate.py
+
+
+def preprocess_boxes(image_rgb: np.ndarray, boxes_xyxy: Sequence, input_hw: tuple[int, int]):
+    """[N,3,H,W] float32 crops (mmpose's TopdownAffine + normalisation) and their [N,2,3] warp matrices."""
+    crops, matrices = [], []
+    for box in boxes_xyxy:
+        crop_rgb, matrix = crop(image_rgb, box, input_hw)
+        crops.append(normalize(crop_rgb))
+        matrices.append(matrix)
+    return np.stack(crops), np.stack(matrices)
+
+
+def check_outputs(outputs: Mapping[str, np.ndarray], variant: Variant, source: str) -> None:
+    """Both SimCC outputs, with the variant's keypoint count and bin counts."""
+    missing = [name for name in OUTPUT_NAMES if name not in outputs]
+    if missing:
+        raise InputError(f"{source} has outputs {sorted(outputs)}, not {list(OUTPUT_NAMES)}; "
+                         "it is not an RTMPose artifact from this pipeline")
+    for name, shape in variant.simcc_shapes.items():
+        if tuple(outputs[name].shape[1:]) != shape:
+            raise InputError(f"{source}: output {name!r} has shape {list(outputs[name].shape)}, but {variant.name} "
+                             f"gives [N, {shape[0]}, {shape[1]}]; pass the artifact's --variant")
+
+
+def decode_to_image(outputs: Mapping[str, np.ndarray], matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SimCC logits -> keypoints [N,K,2] in image pixels and scores [N,K], mmpose's decode (min of maxima)."""
+    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"])
+    image_points = np.stack([to_image_coords(k.astype(np.float64), m) for k, m in zip(keypoints, matrices)])
+    return image_points, scores
+
+
+# --------------------------------------------------------------------------------------------- artifacts
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path} ({type(exc).__name__}); rebuild the artifact") from None
+
+
+def recorded_variant(model_file: Path) -> str | None:
+    """The `variant` an ONNX (metadata_props) or OpenVINO IR (rt_info/framework) was exported with."""
+    if model_file.suffix == ".onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(model_file), load_external_data=False)
+        except Exception as exc:  # DecodeError, ValueError: a damaged or foreign file
+            raise InputError(f"{model_file} is not a readable ONNX model ({type(exc).__name__})") from None
+        return {p.key: p.value for p in proto.metadata_props}.get("variant")
+    if model_file.suffix == ".xml":
+        backends.get("openvino")
+        import openvino as ov
+
+        try:
+            model = ov.Core().read_model(str(model_file))
+        except RuntimeError as exc:
+            reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
+            raise InputError(f"{model_file} is not a readable OpenVINO IR: {reason}") from None
+        key = ["framework", "variant"]
+        return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
+    return None
+
+
+def _bare_precision(model_file: Path, backend: str) -> str:
+    """fp32, except where the files beside the model record the precision it was built for."""
+    if backend == "ncnn" and (model_file.parent / "io.json").is_file():
+        return _read_json(model_file.parent / "io.json")["weights"]
+    if backend == "tensorrt" and (model_file.parent / "engine.json").is_file():
+        return _read_json(model_file.parent / "engine.json")["precision"]
+    return "fp32"
+
+
+def _describe(path: Path) -> tuple[Path, Path | None, Target, str | None]:
+    """(model file, artifact dir if `path` is one as built, target, recorded variant)."""
+    if path.is_dir():
+        meta_path = path / ARTIFACT_META
+        if meta_path.is_file():
+            meta = _read_json(meta_path)
+            if "target" not in meta or "variant" not in meta:
+                raise InputError(f"{meta_path} names no target or variant; rebuild the artifact")
+            target = backends.get_target(meta["target"])
+            return path / FILE_KINDS_BY_BACKEND[target.backend], path, target, meta["variant"]
+        models = sorted(p for p in path.iterdir() if p.suffix in FILE_KINDS and p.is_file())
+        if len(models) != 1:
+            raise InputError(f"{path} has no {ARTIFACT_META} and {len(models)} model files "
+                             f"({', '.join(FILE_KINDS)}); pass the model file itself")
+        path = models[0]
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist")
+    if path.suffix not in FILE_KINDS:
+        raise InputError(f"{path}: unknown model file type {path.suffix!r}; expected an artifact directory or "
+                         f"one of {', '.join(FILE_KINDS)}")
+    backend, expected_name, _ = FILE_KINDS[path.suffix]
+    if path.name == expected_name and (path.parent / ARTIFACT_META).is_file():
+        return _describe(path.parent)
+    backends.get(backend)  # a runtime that is not installed fails here, naming the extra
+    _companions(path)
+    target = backends.get_target(f"{backend}-{_bare_precision(path, backend)}")
+    return path, None, target, None
+
+
+def _companions(model_file: Path) -> dict[Path, str]:
+    """Files the Runner opens besides the model file -> the names it opens them by."""
+    _, _, companions = FILE_KINDS[model_file.suffix]
+    found = {}
+    for key, name in companions.items():
+        companion = model_file.with_suffix(key) if key.startswith(".") else model_file.parent / key
+        if not companion.is_file():
+            raise InputError(f"{model_file} needs {companion.name} beside it")
+        found[companion] = name
+    return found
+
+
+def _stage_files(model_file: Path, staging: Path) -> Path:
+    """The directory to give the Runner: the file's own, or `staging` with links under the expected names."""
+    _, expected_name, _ = FILE_KINDS[model_file.suffix]
+    companions = _companions(model_file)
+    if model_file.name == expected_name:
+        return model_file.parent
+    (staging / expected_name).symlink_to(model_file.resolve())
+    for companion, name in companions.items():
+        (staging / name).symlink_to(companion.resolve())
+    return staging
+
+
+def open_artifact(path: str | Path, cfg, variant_name: str | None = None) -> LoadedArtifact:
+    """Load an artifact directory or bare model file with its backend's Runner.
+
+    `variant_name` is needed only where the artifact records none; a different recorded one is an error.
+    """
+    path = Path(path)
+    model_file, artifact_dir, target, recorded = _describe(path)
+    if not model_file.is_file():
+        raise InputError(f"{artifact_dir} names target {target.name}, but {model_file.name} is missing; rebuild it")
+    recorded = recorded or recorded_variant(model_file)
+    if recorded and variant_name and recorded != variant_name:
+        raise InputError(f"{path} was built for {recorded}, not --variant {variant_name}; drop --variant or fix it")
+    name = recorded or variant_name
+    if not name:
+        raise InputError(f"{path} records no variant; pass --variant, e.g. --variant rtmpose-m_coco17_256x192")
+    variant = parse_variant(name)
+    module = backends.get(target.backend)
+    with tempfile.TemporaryDirectory(prefix="infer-") as scratch:
+        runner_dir = artifact_dir or _stage_files(model_file, Path(scratch))
+        try:
+            runner = module.Runner(runner_dir, target, cfg)
+        except PipelineError:
+            raise
+        except Exception as exc:  # the runtimes' own errors on damaged files: one line, not a traceback
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{target.backend} cannot load {model_file}: {reason[:300]}") from None
+    return LoadedArtifact(runner, target, variant, model_file)
+
+
+def estimate(artifact: LoadedArtifact, image_rgb: np.ndarray, box_xyxy) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints [K,2] in image pixels and scores [K] for the person in `box_xyxy`."""
+    batch, matrices = preprocess_boxes(image_rgb, [box_xyxy], artifact.variant.input_hw)
+    try:
+        outputs = artifact.runner({INPUT_NAME: batch})
+    except InputError as exc:
+        raise InputError(f"{exc}; {artifact.variant.name} does not fit {artifact.source}, pass its --variant") from None
+    check_outputs(outputs, artifact.variant, str(artifact.source))
+    keypoints, scores = decode_to_image(outputs, matrices)
+    return keypoints[0], scores[0]
+
+
+# --------------------------------------------------------------------------------------------- drawing
+
+
+def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, names: Sequence[str],
+              box_xyxy, min_score: float = DRAW_MIN_SCORE) -> np.ndarray:
+    """A copy of the image with the box, the keypoints scoring above `min_score` and, for sets that
+    start with the COCO-17 body (coco17, halpe26, wholebody133), the limbs between them."""
+    import cv2
+
+    out = image_bgr.copy()
+    x1, y1, x2, y2 = (int(round(v)) for v in box_xyxy)
+    cv2.rectangle(out, (x1, y1), (x2, y2), (0, 200, 0), 2)
+    shown = scores > min_score
+    points = [(int(round(x)), int(round(y))) for x, y in keypoints]
+    if tuple(names[:len(COCO17)]) == COCO17:
+        for a, b in COCO17_SKELETON:
+            if shown[a] and shown[b]:
+                cv2.line(out, points[a], points[b], (255, 128, 0), 2, cv2.LINE_AA)
+    for point, visible in zip(points, shown):
+        if visible:
+            cv2.circle(out, point, 3, (0, 0, 255), -1, cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.infer",
+                                     description="Keypoints of one person from a built artifact, printed as JSON.")
+    parser.add_argument("artifact", help="artifact directory (with artifact.json) or a .onnx/.xml/.param/.engine file")
+    parser.add_argument("image", help="image file")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. backends.openvino.num_threads=1")
+    parser.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
+                        help="person box in pixels (default: the whole image)")
+    parser.add_argument("--save", metavar="PNG", help="also draw the pose onto a copy of the image")
+    parser.add_argument("--variant", help="variant name, where the artifact records none")
+    parser.add_argument("--min-score", type=float, default=DRAW_MIN_SCORE,
+                        help=f"keypoints drawn by --save score above this (default {DRAW_MIN_SCORE})")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import cv2
+
+    from pipeline.config import load_config
+
+    image_bgr = cv2.imread(args.image, cv2.IMREAD_COLOR) if Path(args.image).is_file() else None
+    if image_bgr is None:
+        raise InputError(f"cannot read image {args.image}: "
+                         + ("not a decodable image" if Path(args.image).is_file() else "no such file"))
+    height, width = image_bgr.shape[:2]
+    box = [float(v) for v in args.box] if args.box else [0.0, 0.0, float(width), float(height)]
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise InputError(f"--box {' '.join(f'{v:g}' for v in box)} is empty; give X1 Y1 X2 Y2 with X2 > X1, Y2 > Y1")
+    cfg = load_config(args.overrides)
+    artifact = open_artifact(args.artifact, cfg, args.variant)
+    keypoints, scores = estimate(artifact, cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), box)
+    names = list(artifact.variant.keypoint_names)
+    if args.save:
+        drawn = draw_pose(image_bgr, keypoints, scores, names, box, args.min_score)
+        try:
+            written = cv2.imwrite(args.save, drawn)
+        except cv2.error:
+            written = False
+        if not written:
+            raise InputError(f"cannot write --save {args.save}; use a .png or .jpg path in an existing directory")
+    return {
+        "variant": artifact.variant.name,
+        "target": artifact.target.name,
+        "box": box,
+        "keypoints": [[round(float(x), 3), round(float(y), 3)] for x, y in keypoints],
+        "scores": [round(float(s), 5) for s in scores],
+        "keypoint_names": names,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        result = run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

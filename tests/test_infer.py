@@ -1,0 +1,221 @@
+"""`python -m pipeline.infer`: artifact directories and bare files, mmpose preprocessing and decode, errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline import steps
+from pipeline.config import load_config
+from pipeline.decode import decode_simcc
+from pipeline.errors import InputError
+from pipeline.golden import DATA_DIR
+from pipeline.dropin import FILE_KINDS
+from pipeline.infer import draw_pose, estimate, main, open_artifact
+from pipeline.keypoints import COCO17
+from pipeline.preprocess import crop, load_rgb, normalize, to_image_coords
+
+from conftest import REPO_ROOT, VARIANT, run_python
+
+TARGETS = ("onnxruntime-fp32", "openvino-fp32")
+IMAGE = DATA_DIR / "astronaut.png"
+BOX = (20.0, 10.0, 370.0, 512.0)
+
+
+@functools.lru_cache(maxsize=None)
+def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
+    """cfg with the fp32 artifacts built by `steps.build` from an exported ONNX; built once per test session
+    (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
+    cfg = load_config(["model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
+    simplified = Path(cfg.plan["variants"][VARIANT]["simplified_onnx"])
+    simplified.parent.mkdir(parents=True)
+    shutil.copyfile(onnx_path, simplified)
+    for job in cfg.plan["jobs"]:
+        steps.build(cfg, job)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def built(t_onnx, tmp_path_factory):
+    return build_fp32_artifacts(t_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+
+
+def artifact_dir(cfg, target: str) -> Path:
+    return Path(cfg.plan["jobs"][f"{VARIANT}.{target}"]["artifact"])
+
+
+def reference_pose(model, box=BOX):
+    """PyTorch on the mmpose crop, mmpose decode, back to image pixels."""
+    crop_rgb, matrix = crop(load_rgb(IMAGE), box, (256, 192))
+    with torch.no_grad():
+        simcc_x, simcc_y = model(torch.from_numpy(normalize(crop_rgb)[None]))
+    keypoints, scores = decode_simcc(simcc_x.numpy(), simcc_y.numpy())
+    return to_image_coords(keypoints[0].astype(np.float64), matrix), scores[0]
+
+
+def run_main(capsys, *argv) -> tuple[int, dict | None, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_artifact_dir_matches_pytorch(built, t_model, target):
+    artifact = open_artifact(artifact_dir(built, target), built)
+    assert (artifact.target.name, artifact.variant.name) == (target, VARIANT)
+    keypoints, scores = estimate(artifact, load_rgb(IMAGE), BOX)
+    ref_keypoints, ref_scores = reference_pose(t_model)
+    assert keypoints.shape == (17, 2) and scores.shape == (17,)
+    np.testing.assert_allclose(keypoints, ref_keypoints, atol=1e-6)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+
+
+def test_cli_prints_json_and_draws(built, t_model, tmp_path):
+    """The command users type, as a subprocess: JSON on stdout, the drawing on disk."""
+    saved = tmp_path / "pose.png"
+    result = run_python("-m", "pipeline.infer", str(artifact_dir(built, "openvino-fp32")), str(IMAGE),
+                        "--box", *(str(v) for v in BOX), "--save", str(saved), "--min-score", "-100",
+                        cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    pose = json.loads(result.stdout)
+    assert list(pose) == ["variant", "target", "box", "keypoints", "scores", "keypoint_names"]
+    assert (pose["variant"], pose["target"], pose["box"]) == (VARIANT, "openvino-fp32", list(BOX))
+    assert pose["keypoint_names"] == list(COCO17)
+    ref_keypoints, ref_scores = reference_pose(t_model)
+    np.testing.assert_allclose(pose["keypoints"], ref_keypoints, atol=1e-3)
+    np.testing.assert_allclose(pose["scores"], ref_scores, atol=1e-4)
+    drawing, image = cv2.imread(str(saved)), cv2.imread(str(IMAGE))
+    assert drawing.shape == image.shape and not np.array_equal(drawing, image)
+
+
+def test_default_box_is_the_whole_image(built, t_model, capsys):
+    code, pose, _ = run_main(capsys, artifact_dir(built, "onnxruntime-fp32"), IMAGE)
+    assert code == 0
+    h, w = load_rgb(IMAGE).shape[:2]
+    assert pose["box"] == [0.0, 0.0, float(w), float(h)]
+    np.testing.assert_allclose(pose["keypoints"], reference_pose(t_model, (0, 0, w, h))[0], atol=1e-3)
+
+
+def test_bare_files_under_any_name(built, tmp_path, capsys):
+    """A bare .onnx runs on onnxruntime, a bare .xml (+ .bin) on openvino; the variant is read from the file."""
+    onnx_file = tmp_path / "end2end.onnx"
+    shutil.copyfile(artifact_dir(built, "onnxruntime-fp32") / "model.onnx", onnx_file)
+    ir_dir = tmp_path / "ir"
+    ir_dir.mkdir()
+    for suffix in (".xml", ".bin"):
+        shutil.copyfile(artifact_dir(built, "openvino-fp32") / f"model{suffix}", ir_dir / f"pose{suffix}")
+    poses = {}
+    for path in (onnx_file, ir_dir / "pose.xml", ir_dir):
+        code, poses[path], err = run_main(capsys, path, IMAGE, "--box", *BOX)
+        assert code == 0, err
+        assert poses[path]["variant"] == VARIANT
+    assert poses[onnx_file]["target"] == "onnxruntime-fp32"
+    assert poses[ir_dir / "pose.xml"]["target"] == poses[ir_dir]["target"] == "openvino-fp32"
+    np.testing.assert_allclose(poses[onnx_file]["keypoints"], poses[ir_dir]["keypoints"], atol=1e-3)
+
+
+def test_model_file_inside_an_artifact_dir_uses_its_artifact_json(built, capsys):
+    code, pose, _ = run_main(capsys, artifact_dir(built, "openvino-fp32") / "model.xml", IMAGE)
+    assert code == 0 and pose["target"] == "openvino-fp32"
+
+
+@pytest.fixture(scope="module")
+def no_metadata_onnx(built, tmp_path_factory) -> Path:
+    proto = onnx.load(str(artifact_dir(built, "onnxruntime-fp32") / "model.onnx"))
+    del proto.metadata_props[:]
+    path = tmp_path_factory.mktemp("bare") / "anonymous.onnx"
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def test_variant_flag_where_none_is_recorded(no_metadata_onnx, capsys):
+    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE)
+    assert code == 1 and err.startswith("error: ") and "--variant" in err and err.count("\n") == 1
+    code, pose, _ = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", VARIANT)
+    assert code == 0 and pose["variant"] == VARIANT
+
+
+def _bad_onnx(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not a protobuf")
+    return tmp_path / "broken.onnx", IMAGE, []
+
+
+def _no_image(tmp_path):
+    return None, tmp_path / "missing.png", []
+
+
+def _not_an_image(tmp_path):
+    (tmp_path / "notes.png").write_text("hello")
+    return None, tmp_path / "notes.png", []
+
+
+def _engine_without_tensorrt(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    (tmp_path / "model.engine").write_bytes(b"\0")
+    return tmp_path / "model.engine", IMAGE, []
+
+
+@pytest.mark.parametrize("case, message", [
+    (_no_image, "cannot read image"),
+    (_not_an_image, "not a decodable image"),
+    (_bad_onnx, "not a readable ONNX model"),
+    (_engine_without_tensorrt, "needs the Python package 'tensorrt'"),
+    (lambda tmp: (tmp / "model.tflite", IMAGE, []), "does not exist"),
+    (lambda tmp: (None, IMAGE, ["--box", 10, 10, 5, 50]), "is empty"),
+    (lambda tmp: (None, IMAGE, ["--variant", "rtmpose-t_coco17_384x288"]), "was built for"),
+    (lambda tmp: (None, IMAGE, ["--save", tmp / "missing-dir" / "out.png"]), "cannot write --save"),
+])
+def test_errors_are_one_line(built, tmp_path, capsys, case, message):
+    artifact, image, extra = case(tmp_path)
+    code, _, err = run_main(capsys, artifact or artifact_dir(built, "onnxruntime-fp32"), image, *extra)
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_wrong_input_size_names_the_shapes(no_metadata_onnx, capsys):
+    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", "rtmpose-t_coco17_384x288")
+    assert code == 1 and "[1, 3, 384, 288]" in err and "256, 192" in err and err.count("\n") == 1
+    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", "rtmpose-t_halpe26_256x192")
+    assert code == 1 and "simcc_x" in err and "26" in err
+
+
+def test_unknown_file_type_is_refused(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="unknown model file type"):
+        open_artifact(tmp_path / "weights.pt", None)
+
+
+def test_file_kinds_are_the_names_the_runners_open():
+    from pipeline.backends import onnxruntime, openvino
+
+    assert FILE_KINDS[".onnx"][1] == onnxruntime.MODEL_FILE
+    assert FILE_KINDS[".xml"][1] == openvino.MODEL_FILE
+    ncnn = pytest.importorskip("pipeline.backends.ncnn")
+    assert (FILE_KINDS[".param"][1], FILE_KINDS[".param"][2][".bin"]) == (ncnn.PARAM_FILE, ncnn.BIN_FILE)
+    assert FILE_KINDS[".param"][2]["io.json"] == ncnn.IO_FILE
+    tensorrt = pytest.importorskip("pipeline.backends.tensorrt")
+    assert FILE_KINDS[".engine"][1] == tensorrt.ENGINE_FILE
+    assert FILE_KINDS[".engine"][2]["engine.json"] == tensorrt.INFO_FILE
+
+
+def test_draw_pose_draws_limbs_only_between_confident_points():
+    image = np.zeros((100, 100, 3), np.uint8)
+    keypoints = np.array([[10.0 + 4 * i, 10.0 + 4 * i] for i in range(17)])
+    confident = draw_pose(image, keypoints, np.ones(17), list(COCO17), (0, 0, 99, 99))
+    doubtful = draw_pose(image, keypoints, np.zeros(17), list(COCO17), (0, 0, 99, 99))
+    assert not image.any(), "the input is not drawn on"
+    assert np.count_nonzero(confident) > np.count_nonzero(doubtful) > 0  # the box is always drawn
+    points_only = draw_pose(image, keypoints[:5], np.ones(5), ["a", "b", "c", "d", "e"], (0, 0, 99, 99))
+    assert np.count_nonzero(points_only) < np.count_nonzero(confident)
