@@ -110,6 +110,13 @@ class OpenVINOConfig:
 
 
 @dataclass
+class NcnnConfig:
+    num_threads: int = 2
+    # fp16 target: ncnn layer types or layer names kept in fp32 (feature mask 31=3), e.g. ["MatMul"].
+    fp16_keep_float_layers: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TensorRTConfig:
     min_batch: int = 1  # optimization profile for the dynamic batch axis
     opt_batch: int = 1
@@ -124,6 +131,7 @@ class TensorRTConfig:
 class BackendsConfig:
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     openvino: OpenVINOConfig = field(default_factory=OpenVINOConfig)
+    ncnn: NcnnConfig = field(default_factory=NcnnConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
 
 

@@ -149,7 +149,7 @@ def build(cfg: RunConfig, job: str) -> Path:
             "job": job, "variant": entry["variant"], "target": target.name, "backend": target.backend,
             "precision": target.precision, "source_onnx_sha256": sha256_file(source),
             "onnx_metadata": get_metadata(load_onnx(source)),
-            "tool_versions": tool_versions(target.backend, "onnx"),
+            "tool_versions": tool_versions(*getattr(module, "TOOLS", (target.backend,)), "onnx"),
         })
         write_dropin(tmp, target, entry["variant"], get_metadata(load_onnx(source)))
     return Path(entry["artifact"])

@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError, RuntimeMissingError
 BACKENDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
     "onnxruntime": ("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime"),
     "openvino": ("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
+    "ncnn": ("pipeline.backends.ncnn", ("fp32", "fp16"), "ncnn", "ncnn"),
     "tensorrt": ("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt"),
 }
 

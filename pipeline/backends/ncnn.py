@@ -17,8 +17,14 @@ writes fp16 weights), so both are set from the target. The runner reports, per l
 activations are stored in, derived like ncnn's `Net::convert_layout`: fp16 only where fp16 storage is
 on, the layer supports it and the CPU is one where ncnn casts to fp16 (ARM asimdhp/vfpv4); bf16 where
 bf16 storage is on and the layer supports it; fp32 otherwise. On x86 ncnn computes every layer of the
-fp16 target in fp32 (only the weights are fp16-rounded). A layer's `31=` feature mask in the .param
-(https://github.com/Tencent/ncnn/wiki/layer-feature-mask) is honoured in that count.
+fp16 target in fp32 (only the weights are fp16-rounded), so `execution_precision` then reports the
+fp16 weight blobs read from the .bin, as the openvino backend reports f16 weights under f32 compute.
+
+fp16 overflow guard: `backends.ncnn.fp16_keep_float_layers` lists ncnn layer types or layer names of
+the converted graph (e.g. `MatMul` for the GAU's q@k and kernel@v) that the fp16 build marks with the
+feature mask `31=3`: no fp16 storage, no fp16 arithmetic (https://github.com/Tencent/ncnn/wiki/layer-feat-mask).
+ScaleNorm's ReduceL2 becomes ncnn's generic `Reduction`, which has no fp16 path on ARM or x86, so ncnn
+already casts its input back to fp32 there. Masks are honoured in the per-layer count.
 """
 
 from __future__ import annotations
@@ -39,11 +45,13 @@ from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissi
 from pipeline.io import write_json
 
 PRECISIONS = ("fp32", "fp16")
+TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
 PARAM_FILE = "model.ncnn.param"
 BIN_FILE = "model.ncnn.bin"
 IO_FILE = "io.json"
 FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
 FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
+KEEP_FLOAT_MASK = 0b11
 
 
 def _onnx_io(onnx_path: Path) -> tuple[str, list[int], list[tuple[str, list[int]]]]:
@@ -108,12 +116,20 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         raise ConfigError(f"targets: ncnn cannot build precision {target.precision!r}; choose one of "
                           f"{', '.join(PRECISIONS)} (int8 needs ncnn2table/ncnn2int8, which no PyPI package ships)")
     input_name, input_dims, outputs = _onnx_io(Path(onnx_path))
+    if input_dims[0] > 1:
+        raise ConfigError(f"{target.name}: ncnn runs one image at a time, but {onnx_path} has a static batch of "
+                          f"{input_dims[0]}; set export.dynamic_batch=true or export.static_batch=1")
     with tempfile.TemporaryDirectory(prefix="pnnx-") as scratch:
         work_dir = Path(scratch)
         _run_pnnx(Path(onnx_path), [1, *input_dims[1:]], target.precision == "fp16", work_dir)
         shutil.copyfile(work_dir / PARAM_FILE, out_dir / PARAM_FILE)
         shutil.copyfile(work_dir / BIN_FILE, out_dir / BIN_FILE)
 
+    if target.precision == "fp16":
+        keep_layers_float(out_dir / PARAM_FILE, list(cfg.backends.ncnn.fp16_keep_float_layers))
+    found = fp16_weight_blobs(out_dir / BIN_FILE)
+    if (found > 0) != (target.precision == "fp16"):
+        raise PipelineError(f"pnnx wrote {found} fp16 weight blobs for {target.name}; its fp16 option was not applied")
     # pnnx names blobs in0.. and out0.. in the ONNX's input and output order; check that, then the shapes.
     blobs = {name: f"out{i}" for i, (name, _) in enumerate(outputs)}
     net = _load_net(out_dir / PARAM_FILE, out_dir / BIN_FILE, "fp32", 1)
@@ -130,6 +146,33 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
           "weights": target.precision}
     write_json(out_dir / IO_FILE, io)
     return out_dir / PARAM_FILE
+
+
+def keep_layers_float(param: Path, keep: list[str]) -> None:
+    """Give the layers named in `keep` (ncnn layer types or layer names) the feature mask that keeps them in
+    fp32: no fp16 storage, no fp16 arithmetic. ncnn casts their inputs back to fp32 (Net::convert_layout)."""
+    if not keep:
+        return
+    lines = param.read_text(encoding="utf-8").splitlines()
+    matched: set[str] = set()
+    for i, line in enumerate(lines[2:], start=2):
+        fields = line.split()
+        hits = {fields[0], fields[1]} & set(keep)
+        if not hits:
+            continue
+        matched |= hits
+        mask = KEEP_FLOAT_MASK
+        for field in fields[4:]:
+            if field.startswith(FEATMASK_KEY + "="):
+                mask |= int(field.split("=", 1)[1])
+        fields = [f for f in fields if not f.startswith(FEATMASK_KEY + "=")] + [f"{FEATMASK_KEY}={mask}"]
+        lines[i] = " ".join(fields)
+    unknown = sorted(set(keep) - matched)
+    if unknown:
+        types = sorted({line.split()[0] for line in lines[2:] if line.strip()})
+        raise ConfigError(f"backends.ncnn.fp16_keep_float_layers: {unknown} match no layer type or name in the "
+                          f"converted model; its layer types are {', '.join(types)}")
+    param.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _forward(net, feeds: Mapping[str, np.ndarray], outputs) -> dict[str, np.ndarray]:
@@ -215,6 +258,7 @@ class Runner:
             "fp16_weight_blobs": weights,
             "execution_precision": dict(sorted(executed.items())),
         }
+
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: spec["shape"] for name, spec in self.inputs.items()})
         batch = {len(array) for array in feeds.values()}

@@ -1,0 +1,175 @@
+"""ncnn backend: build both precisions of a seeded rtmpose-t, run them, and check names, numbers and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ncnn", reason="the ncnn extra is not installed")
+pytest.importorskip("pnnx", reason="the ncnn extra (pnnx) is not installed")
+
+from pipeline.backends import Target  # noqa: E402
+from pipeline.backends import ncnn as ncnn_backend  # noqa: E402
+from pipeline.config import ExportConfig  # noqa: E402
+from pipeline.errors import ConfigError, InputError  # noqa: E402
+from pipeline.export import export_onnx  # noqa: E402
+from pipeline.synthetic import synthetic_state_dict  # noqa: E402
+from pipeline.variants import parse_variant  # noqa: E402
+from pipeline.verify import check_execution_precision  # noqa: E402
+from pipeline.weights import WeightsInfo  # noqa: E402
+
+VARIANT = "rtmpose-t_coco17_256x192"
+CFG = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2, fp16_keep_float_layers=[])))
+# Measured on this model: fp16 weights move the logits by ~1.3e-3 (x86, where ncnn computes in fp32).
+FP16_ATOL = 1e-2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ncnn")
+    variant = parse_variant(VARIANT)
+    model = variant.build_model()
+    model.load_state_dict(synthetic_state_dict(variant, 0))
+    model.eval()
+    export_onnx(model, variant, WeightsInfo("synthetic", "test", "", ""), ExportConfig(), root / "model.onnx")
+    inputs = np.random.default_rng(0).standard_normal((2, 3, *variant.input_hw)).astype(np.float32)
+    with torch.no_grad():
+        simcc_x, simcc_y = model(torch.from_numpy(inputs))
+    np.savez(root / "reference.npz", input=inputs, simcc_x=simcc_x.numpy(), simcc_y=simcc_y.numpy())
+    for precision in ncnn_backend.PRECISIONS:
+        (root / precision).mkdir()
+        ncnn_backend.build(root / "model.onnx", Target("ncnn", precision), CFG, root / precision)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir) -> dict[str, np.ndarray]:
+    return dict(np.load(model_dir / "reference.npz"))
+
+
+@pytest.fixture(scope="module", params=ncnn_backend.PRECISIONS)
+def runner(request, model_dir):
+    return ncnn_backend.Runner(model_dir / request.param, Target("ncnn", request.param), CFG)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("precision", ncnn_backend.PRECISIONS)
+def test_build_writes_param_bin_and_io_map(model_dir, precision):
+    out = model_dir / precision
+    assert sorted(p.name for p in out.iterdir()) == ["io.json", "model.ncnn.bin", "model.ncnn.param"]
+    io = json.loads((out / "io.json").read_text())
+    assert io["inputs"] == {"input": {"blob": "in0", "shape": [-1, 3, 256, 192]}}
+    assert io["outputs"] == {"simcc_x": {"blob": "out0", "shape": [-1, 17, 384]},
+                             "simcc_y": {"blob": "out1", "shape": [-1, 17, 512]}}
+    assert io["weights"] == precision
+
+
+def test_fp16_build_stores_half_the_weight_bytes(model_dir):
+    fp32, fp16 = (model_dir / p / "model.ncnn.bin" for p in ("fp32", "fp16"))
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def test_outputs_by_name_and_shape(runner, reference):
+    outputs = runner({"input": reference["input"]})
+    assert set(outputs) == {"simcc_x", "simcc_y"}
+    assert outputs["simcc_x"].shape == (2, 17, 384) and outputs["simcc_y"].shape == (2, 17, 512)
+    assert all(array.dtype == np.float32 for array in outputs.values())
+
+
+def test_fp32_matches_pytorch(model_dir, reference):
+    outputs = ncnn_backend.Runner(model_dir / "fp32", Target("ncnn", "fp32"), CFG)({"input": reference["input"]})
+    for name in ("simcc_x", "simcc_y"):
+        assert np.max(np.abs(outputs[name] - reference[name])) < 1e-4, name
+
+
+def test_fp16_is_finite_and_close(model_dir, reference):
+    outputs = ncnn_backend.Runner(model_dir / "fp16", Target("ncnn", "fp16"), CFG)({"input": reference["input"]})
+    for name in ("simcc_x", "simcc_y"):
+        assert np.all(np.isfinite(outputs[name])), name
+        assert np.max(np.abs(outputs[name] - reference[name])) < FP16_ATOL, name
+
+
+def test_fp32_settings_turn_every_lower_precision_off(model_dir):
+    settings = ncnn_backend.Runner(model_dir / "fp32", Target("ncnn", "fp32"), CFG).settings
+    assert settings["num_threads"] == 2
+    assert not any(settings[key] for key in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+                                             "use_bf16_storage", "use_int8_inference"))
+    assert set(settings["execution_precision"]) == {"fp32"}
+    assert check_execution_precision("fp32", settings["execution_precision"]) == []
+
+
+def test_fp16_settings(model_dir):
+    settings = ncnn_backend.Runner(model_dir / "fp16", Target("ncnn", "fp16"), CFG).settings
+    assert settings["use_fp16_storage"] and settings["use_fp16_packed"] and not settings["use_bf16_storage"]
+    assert set(settings["execution_precision"]) <= {"fp32", "fp16"}
+    assert check_execution_precision("fp16", settings["execution_precision"]) == []
+
+
+@pytest.mark.parametrize("feeds, message", [
+    (lambda x: {"image": x}, "do not match the model inputs"),
+    (lambda x: {"input": x.astype(np.float64)}, "input 'input' is float64"),
+    (lambda x: {"input": x[:, :, :128]}, "input 'input' has shape"),
+])
+def test_bad_feeds_name_the_input(runner, reference, feeds, message):
+    with pytest.raises(InputError, match=message):
+        runner(feeds(reference["input"]))
+
+
+def test_runner_refuses_an_artifact_of_another_precision(model_dir):
+    with pytest.raises(ConfigError, match="fp32 weights"):
+        ncnn_backend.Runner(model_dir / "fp32", Target("ncnn", "fp16"), CFG)
+
+
+def test_int8_is_refused(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="int8"):
+        ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "int8"), CFG, tmp_path)
+
+
+def test_build_is_byte_deterministic(model_dir, tmp_path):
+    ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "fp32"), CFG, tmp_path)
+    for name in ("model.ncnn.param", "model.ncnn.bin", "io.json"):
+        assert _sha256(tmp_path / name) == _sha256(model_dir / "fp32" / name), name
+
+
+def test_fp16_keep_float_layers_get_the_feature_mask(model_dir, tmp_path):
+    cfg = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2,
+                                                                        fp16_keep_float_layers=["MatMul"])))
+    ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "fp16"), cfg, tmp_path)
+    layers = [line.split() for line in (tmp_path / "model.ncnn.param").read_text().splitlines()[2:]]
+    masked = {fields[0] for fields in layers if "31=3" in fields}
+    assert masked == {"MatMul"}
+    runner = ncnn_backend.Runner(tmp_path, Target("ncnn", "fp16"), cfg)
+    assert np.all(np.isfinite(runner({"input": np.zeros((1, 3, 256, 192), np.float32)})["simcc_x"]))
+
+
+def test_layer_precisions_follow_options_support_and_masks(monkeypatch):
+    """What ncnn does on an ARMv8.2 CPU, where fp16 storage casts activations (not testable on x86 itself)."""
+    import ncnn
+
+    monkeypatch.setattr(ncnn, "cpu_support_arm_asimdhp", lambda: True)
+    def layer(name: str, fp16: bool, bf16: bool) -> SimpleNamespace:
+        return SimpleNamespace(name=name, support_fp16_storage=fp16, support_bf16_storage=bf16)
+
+    layers = [layer("conv", True, True), layer("matmul", True, True), layer("reduce", False, False)]
+    net = SimpleNamespace(opt=SimpleNamespace(use_fp16_storage=True, use_bf16_storage=False), layers=lambda: layers)
+    assert ncnn_backend.layer_precisions(net, {"matmul": 3}) == {"fp16": 1, "fp32": 2}
+    net.opt.use_fp16_storage = False
+    assert ncnn_backend.layer_precisions(net, {}) == {"fp32": 3}
+    net.opt.use_bf16_storage = True
+    assert ncnn_backend.layer_precisions(net, {"matmul": 4}) == {"bf16": 1, "fp32": 2}
+
+
+def test_fp16_keep_float_layers_must_match_a_layer(model_dir, tmp_path):
+    cfg = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2,
+                                                                        fp16_keep_float_layers=["ReduceL2"])))
+    with pytest.raises(ConfigError, match="backends.ncnn.fp16_keep_float_layers"):
+        ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "fp16"), cfg, tmp_path)
