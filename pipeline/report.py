@@ -196,7 +196,7 @@ def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
         benchmark = (f"batch-1 latency over {timed.get('iterations', '?')} timed calls per target, targets "
                      f"timed round-robin in one process; throughput at batch {timed.get('throughput_batch', '?')}")
     else:
-        benchmark = (f"no benchmark yet: run `python stages/benchmark.py {variant}` (under DVC it runs once every "
+        benchmark = (f"no benchmark yet: run `python -m stages.benchmark {variant}` (under DVC it runs once every "
                      "job of the variant passed)")
     num_inputs = next((r for r in _metrics_of(cfg, rows) if r is not None), {}).get("num_inputs")
     return VariantInfo(variant, weights, synthetic, warnings, tools, benchmark, num_inputs)
@@ -593,7 +593,7 @@ def render_html(variants: list[tuple[VariantInfo, list[Row], dict[str, str]]], c
             parts.append(f'<p class="notes">{html.escape(images.get("overlay_error", "no overlay"))}</p>')
         parts.append(_tolerance_table(rows))
         parts.append("</section>")
-    parts.append('<footer>Written by <code>python stages/report.py</code> from the verify metrics, artifacts and '
+    parts.append('<footer>Written by <code>python -m stages.report</code> from the verify metrics, artifacts and '
                  "benchmarks under <code>out_dir</code>; sizes in decimal MB.</footer></main></body></html>")
     return "\n".join(parts) + "\n"
 

@@ -1,7 +1,7 @@
 """DVC stage `report`: one HTML page (and report.md, plots, overlays) over every variant x target.
 
-    python stages/report.py [key=value ...]        # composes conf/ with Hydra overrides
-    python stages/report.py --params params.yaml   # what dvc.yaml runs
+    python -m stages.report [key=value ...]        # composes conf/ with Hydra overrides
+    python -m stages.report --params params.yaml   # what dvc.yaml runs
 
 Writes `<out_dir>/report/`. Failed, left-out and unbuilt jobs are rows of the report, not errors: the
 exit code is 1 only when the report itself cannot be written (e.g. a bad config).
