@@ -60,7 +60,9 @@ def calibration_source(calibration: Any) -> str:
 
 
 # Variants whose default weights are the project's trained demo checkpoint (dvc.yaml `train-demo`).
-DEMO_CHECKPOINTS = {"rtmpose-t_coco17_256x192": "checkpoints/rtmpose-t_coco17_256x192_demo.pth"}
+# Empty for now: the demo recipe does not reach its quality bar yet (held-out error 30 px, issue 3),
+# and weights that do not behave like a trained model must not pose as one.
+DEMO_CHECKPOINTS: dict[str, str] = {}
 
 
 def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str,
@@ -104,7 +106,7 @@ def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_
     for name in targets:
         target = get_target(name)
         job = f"{variant}.{name}"
-        reason = availability(target.backend)
+        reason = availability(target)
         if reason:
             left_out[job] = reason
             continue

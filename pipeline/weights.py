@@ -47,6 +47,6 @@ def build_reference_model(model_cfg: ModelConfig) -> tuple[torch.nn.Module, Vari
         path = resolve_path(model_cfg.checkpoint)
         weights = load_weights(path, trust_pickle=model_cfg.trust_pickle)
         load_into_model(model, weights, variant, model_cfg.checkpoint)
-        source = "demo" if weights.meta.get("demo") else "checkpoint"
+        source = "demo" if weights.meta.get("demo_checkpoint") else "checkpoint"
         info = WeightsInfo(source, weights.form, model_cfg.checkpoint, weights.sha256)
     return model.eval(), variant, info

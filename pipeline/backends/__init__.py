@@ -9,6 +9,7 @@ installed, and a missing one fails with the extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -60,10 +61,19 @@ def nvidia_gpu_present() -> bool:
     return listing.returncode == 0 and "GPU" in listing.stdout
 
 
-def availability(backend: str) -> str:
-    """'' if the backend can run on this host, else why its jobs are left out of the plan."""
-    if backend == "tensorrt" and not nvidia_gpu_present():
+def availability(target: Target) -> str:
+    """'' if the target can run on this host, else why its job is left out of the plan.
+
+    Only missing hardware leaves a job out; a missing Python package fails the build with the extra
+    to install, so a misconfigured machine is never mistaken for one without the hardware.
+    """
+    if target.backend == "tensorrt" and not nvidia_gpu_present():
         return "TensorRT needs an NVIDIA GPU and this host has none (nvidia-smi lists no GPU)"
+    if target.name == "openvino-bf16" and importlib.util.find_spec("openvino") is not None:
+        from pipeline.backends.openvino import cpu_capabilities
+
+        if "BF16" not in cpu_capabilities():
+            return "openvino-bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX); this one has none"
     return ""
 
 

@@ -1,0 +1,1 @@
+"""The demo checkpoint (issue #3): procedural figures (`figures`), training (`train`), config (`config`)."""

@@ -1,0 +1,98 @@
+"""Schema of `conf/train_demo.yaml` and the one way to load it: Hydra's compose API plus the schema.
+
+The YAML is the single source of truth for the `train-demo` and `demo-data` DVC stages; run by
+hand, the same loader takes Hydra-style overrides (`num_train_images=64 lr=1e-3`). Merging into
+`OmegaConf.structured(TrainDemoConfig)` makes a misspelled key fail with its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipeline.errors import ConfigError
+from pipeline.variants import parse_variant
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+PROGRESS_MODES = ("auto", "bar", "log", "off")
+# Fields that only say where files go or how progress is shown; they never change the weights.
+_PRESENTATION = ("demo_checkpoint", "demo_metrics", "demo_coco_dir", "coco_images", "coco_seed",
+                 "coco_image_size", "progress", "log_every")
+
+
+@dataclass
+class TrainDemoConfig:
+    variant: str = "rtmpose-t_coco17_256x192"
+    seed: int = 0  # training images and weight init
+    eval_seed: int = 1  # held-out images; must differ from seed
+    num_train_images: int = 19200  # steps = num_train_images // batch_size
+    batch_size: int = 16
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 0.05  # not applied to norms, biases and other 1-D parameters (as mmpose)
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.02
+    sigma: list[float] = field(default_factory=lambda: [4.9, 5.66])  # SimCC label sigma (x, y) in bins
+    beta: float = 10.0  # KLDiscretLoss temperature; labels are softmax(beta * gaussian)
+    eval_images: int = 256
+    threads: int = 2  # torch intra-op threads; results are reproducible for a fixed value
+    progress: str = "auto"  # auto: tqdm bar on a TTY, log lines otherwise; bar | log | off
+    log_every: int = 50  # steps between log lines in `log` mode
+    demo_checkpoint: str = "checkpoints/rtmpose-t_coco17_256x192_demo.pth"
+    demo_metrics: str = "checkpoints/rtmpose-t_coco17_256x192_demo.json"
+    demo_coco_dir: str = "artifacts/demo/coco"
+    coco_images: int = 200
+    coco_seed: int = 2
+    coco_image_size: list[int] = field(default_factory=lambda: [384, 288])  # scene (H, W)
+
+    def __post_init__(self) -> None:
+        try:
+            parse_variant(self.variant)
+        except ConfigError as exc:
+            raise ConfigError(f"variant={self.variant!r}: {exc}") from None
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size} must be at least 2 (BatchNorm needs a batch)")
+        if self.num_train_images < self.batch_size:
+            raise ConfigError(f"num_train_images={self.num_train_images} is less than one batch; "
+                              f"set it to at least batch_size={self.batch_size}")
+        if self.eval_images < 1 or self.threads < 1:
+            raise ConfigError(f"eval_images={self.eval_images} and threads={self.threads} must be at least 1")
+        if self.seed == self.eval_seed:
+            raise ConfigError(f"eval_seed={self.eval_seed} equals seed; held-out images need another seed")
+        if len(self.sigma) != 2 or min(self.sigma) <= 0:
+            raise ConfigError(f"sigma={list(self.sigma)} must be two positive numbers (x, y) in SimCC bins")
+        if self.progress not in PROGRESS_MODES:
+            raise ConfigError(f"progress={self.progress!r}; choose one of {', '.join(PROGRESS_MODES)}")
+        if len(self.coco_image_size) != 2:
+            raise ConfigError(f"coco_image_size={list(self.coco_image_size)} must be [H, W]")
+
+    @property
+    def steps(self) -> int:
+        return self.num_train_images // self.batch_size
+
+    def training_params(self) -> dict[str, Any]:
+        """The fields that determine the trained weights (recorded in the checkpoint's meta)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _PRESENTATION}
+
+
+def load_train_demo_config(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR) -> TrainDemoConfig:
+    """Compose `train_demo.yaml` with Hydra overrides and validate it against `TrainDemoConfig`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(version_base=None, config_dir=str(config_dir)):
+            composed = compose(config_name="train_demo", overrides=list(overrides))
+    except HydraException as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"{message}; keys are the fields of TrainDemoConfig in conf/train_demo.yaml") from None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainDemoConfig), composed)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"conf/train_demo.yaml key {key!r}: {str(exc).splitlines()[0]}; "
+                          f"valid keys: {', '.join(f.name for f in dataclasses.fields(TrainDemoConfig))}") from None

@@ -1,0 +1,229 @@
+"""Shared fixtures: one seeded rtmpose-t (the smallest released variant) per session, exported once.
+
+Everything a test writes goes under pytest's tmp directories; nothing touches artifacts/ or params.yaml.
+Helpers write checkpoints in the forms users hold them (mmpose zip/legacy, bare state_dict, pickled
+model) and run entry points as subprocesses, the way DVC and users run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import types
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.config import RunConfig, load_config
+from pipeline.export import export_onnx
+from pipeline.golden import golden_inputs
+from pipeline.synthetic import synthetic_state_dict
+from pipeline.variants import Variant, parse_variant
+from pipeline.weights import build_reference_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+VARIANT = "rtmpose-t_coco17_256x192"
+FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32")
+
+
+# --------------------------------------------------------------------------------------------- config,
+# model and ONNX, built once per session
+
+
+@pytest.fixture(scope="session")
+def t_cfg(tmp_path_factory) -> RunConfig:
+    """The composed config for synthetic rtmpose-t, outputs redirected to a temporary directory."""
+    return load_config(["model.checkpoint=null", f"out_dir={tmp_path_factory.mktemp('out')}"])
+
+
+@pytest.fixture(scope="session")
+def t_variant() -> Variant:
+    return parse_variant(VARIANT)
+
+
+@pytest.fixture(scope="session")
+def t_state_dict(t_variant) -> "OrderedDict[str, torch.Tensor]":
+    return synthetic_state_dict(t_variant, seed=0)
+
+
+@pytest.fixture(scope="session")
+def t_model(t_cfg) -> torch.nn.Module:
+    model, _, _ = build_reference_model(t_cfg.model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def golden(t_variant) -> np.ndarray:
+    """Three photo crops and one seeded random tensor, [4,3,256,192] float32."""
+    return golden_inputs(t_variant.input_hw, num_random=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def torch_outputs(t_model, golden) -> dict[str, np.ndarray]:
+    return torch_forward(t_model, golden)
+
+
+@pytest.fixture(scope="session")
+def t_onnx(t_cfg, t_model, t_variant, tmp_path_factory) -> Path:
+    """rtmpose-t exported with the default export config (opset 17, dynamic batch)."""
+    _, _, info = build_reference_model(t_cfg.model)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(t_model, t_variant, info, t_cfg.export, path)
+    return path
+
+
+def renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
+    """A copy of an ONNX model with one tensor renamed everywhere it appears."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        for field in (node.input, node.output):
+            names = [new if n == old else n for n in field]
+            del field[:]
+            field.extend(names)
+    for value in (*out.graph.input, *out.graph.output):
+        if value.name == old:
+            value.name = new
+    onnx.checker.check_model(out)
+    return out
+
+
+def torch_forward(model: torch.nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        simcc_x, simcc_y = model(torch.from_numpy(inputs))
+    return {"simcc_x": simcc_x.numpy(), "simcc_y": simcc_y.numpy()}
+
+
+def run_onnx(model: Path | onnx.ModelProto, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """onnxruntime CPU with default options, outputs keyed by name."""
+    import onnxruntime as ort
+
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"input": inputs})))
+
+
+def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert set(a) == set(b)
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+class HistoryBuffer:
+    """Stands in for mmengine's HistoryBuffer so the file has the same pickle globals as a real one."""
+
+    def __init__(self) -> None:
+        self._log_history = np.linspace(0.1, 0.01, 5)
+        self._count_history = np.ones(5)
+        self.max_length = 1000000
+
+
+HistoryBuffer.__module__ = "mmengine.logging.history_buffer"
+
+
+@contextlib.contextmanager
+def _mmengine_importable():
+    """pickle saves a class by reference and checks it can import it back; register it briefly."""
+    module = types.ModuleType(HistoryBuffer.__module__)
+    module.HistoryBuffer = HistoryBuffer
+    sys.modules[module.__name__] = module
+    try:
+        yield
+    finally:
+        del sys.modules[module.__name__]
+
+
+def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> dict:
+    """What mmengine's runner saves: numpy values in meta and training state next to the weights."""
+    k = variant.num_keypoints
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    params = [v for key, v in state_dict.items() if not key.endswith(buffers)]
+    optimizer = {  # torch.optim.AdamW(...).state_dict() after training: moments per parameter
+        "state": {i: {"step": torch.tensor(420.0), "exp_avg": torch.zeros_like(v), "exp_avg_sq": torch.zeros_like(v)}
+                  for i, v in enumerate(params)},
+        "param_groups": [{"lr": 4e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.05, "amsgrad": False,
+                          "params": list(range(len(params)))}],
+    }
+    meta = {
+        "mmengine_version": "0.10.3",
+        "epoch": 420,
+        "iter": 123456,
+        "seed": np.int64(21),
+        "cfg": "model = dict(type='TopdownPoseEstimator', ...)",
+        "dataset_meta": {
+            "dataset_name": variant.keypoints,
+            "num_keypoints": k,
+            "keypoint_id2name": dict(enumerate(variant.keypoint_names)),
+            "sigmas": np.full(k, 0.079, dtype=np.float32),
+            "dataset_keypoint_weights": np.ones(k, dtype=np.float64),
+            "keypoint_colors": np.zeros((k, 3), dtype=np.uint8),
+            "bbox_score_thr": np.float64(0.3),
+        },
+    }
+    return {
+        "meta": meta,
+        "state_dict": OrderedDict(state_dict),
+        "optimizer": optimizer,
+        "param_schedulers": [{"last_epoch": 420, "base_values": [4e-3]}],
+        "message_hub": {
+            "log_scalars": {"train/loss": HistoryBuffer()},
+            "runtime_info": {"epoch": 420, "iter": 123456},
+            "resumed_keys": {"epoch": True},
+        },
+    }
+
+
+CHECKPOINT_FORMS = ("mmpose-zip", "mmpose-legacy", "state_dict", "state_dict-module.", "state_dict-model.")
+
+
+def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor], variant: Variant) -> Path:
+    """Write weights in one of CHECKPOINT_FORMS, or as a whole pickled model ("pickled-model")."""
+    path = Path(path)
+    if form.startswith("mmpose"):
+        with _mmengine_importable():
+            torch.save(mmpose_checkpoint(state_dict, variant), path,
+                       _use_new_zipfile_serialization=form == "mmpose-zip")
+    elif form.startswith("state_dict"):
+        prefix = form.partition("-")[2]
+        torch.save(OrderedDict((prefix + k, v) for k, v in state_dict.items()), path)
+    elif form == "pickled-model":
+        model = variant.build_model()
+        model.load_state_dict(state_dict)
+        torch.save(model, path)
+    else:
+        raise ValueError(form)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- subprocesses
+
+
+def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python <args>` with this interpreter; stdout and stderr captured as text."""
+    return subprocess.run([PYTHON, *args], cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_stage(stage: str, name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python stages/<stage>.py <variant-or-job> [overrides]`, run from `cwd` (a tmp directory)."""
+    return run_python(str(REPO_ROOT / "stages" / f"{stage}.py"), name, *overrides, cwd=cwd)

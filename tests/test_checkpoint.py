@@ -1,0 +1,186 @@
+"""Checkpoint loading: every form users hold weights in, damaged files, wrong variants, unsafe pickles."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CHECKPOINT_FORMS, VARIANT, sha256, torch_forward, write_checkpoint
+from pipeline.checkpoint import load_weights
+from pipeline.config import ModelConfig
+from pipeline.errors import InputError
+from pipeline.synthetic import synthetic_state_dict
+from pipeline.variants import parse_variant
+from pipeline.weights import build_reference_model
+
+
+@pytest.fixture(scope="module")
+def one_image(golden):
+    return golden[:1]
+
+
+@pytest.fixture(scope="module")
+def expected(t_model, one_image):
+    return torch_forward(t_model, one_image)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, t_state_dict, t_variant):
+    """Each form written once: {form: path}."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {form: write_checkpoint(root / f"{form}.pth", form, t_state_dict, t_variant)
+            for form in (*CHECKPOINT_FORMS, "pickled-model")}
+
+
+def load_model(path, trust_pickle: bool = False, name: str = VARIANT):
+    return build_reference_model(ModelConfig(name=name, checkpoint=str(path), trust_pickle=trust_pickle))
+
+
+def assert_same_outputs(model, one_image, expected):
+    actual = torch_forward(model, one_image)
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name])
+
+
+FORM_NAMES = {"mmpose-zip": "mmpose-checkpoint", "mmpose-legacy": "mmpose-checkpoint"}
+
+
+@pytest.mark.parametrize("form", CHECKPOINT_FORMS)
+def test_every_checkpoint_form_loads_to_identical_outputs(form, checkpoints, t_state_dict, t_variant, one_image,
+                                                          expected):
+    path = checkpoints[form]
+    weights = load_weights(path)
+    assert weights.form == FORM_NAMES.get(form, "state_dict")
+    assert weights.sha256 == sha256(path)
+    assert list(weights.state_dict) == list(t_state_dict)  # prefixes stripped, order kept
+
+    model, variant, info = load_model(path)
+    assert variant == t_variant
+    assert (info.source, info.sha256) == ("checkpoint", sha256(path))
+    assert_same_outputs(model, one_image, expected)
+
+
+@pytest.mark.parametrize("form", ["mmpose-zip", "mmpose-legacy"])
+def test_numpy_values_in_mmpose_meta_survive_the_safe_loader(form, checkpoints):
+    dataset_meta = load_weights(checkpoints[form]).meta["dataset_meta"]
+    assert isinstance(dataset_meta["sigmas"], np.ndarray) and dataset_meta["sigmas"].dtype == np.float32
+    assert dataset_meta["keypoint_colors"].shape == (17, 3)
+    assert dataset_meta["bbox_score_thr"] == np.float64(0.3)
+    assert dataset_meta["keypoint_id2name"][0] == "nose"
+
+
+def test_pickled_model_needs_trust_pickle(checkpoints, one_image, expected):
+    path = checkpoints["pickled-model"]
+    with pytest.raises(InputError, match="trust_pickle") as info:
+        load_model(path)
+    assert "RTMPose" in str(info.value)  # names the class it refused to import
+
+    model, _, info = load_model(path, trust_pickle=True)
+    assert info.form == "pickled-model"
+    assert_same_outputs(model, one_image, expected)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    bytes(4096),
+    pytest.param(b"this is not a checkpoint\n" * 50, marks=pytest.mark.xfail(
+        strict=True, raises=IndexError,
+        reason="BUG: pipeline/checkpoint.py _torch_load lets torch's IndexError ('pop from empty list') escape "
+               "instead of raising InputError")),
+], ids=["empty", "zeros", "text"])
+def test_corrupt_bytes_raise_input_error(content, tmp_path):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="corrupt|not a readable"):
+        load_weights(path)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: pipeline/checkpoint.py _torch_load treats torch's 'Unsupported operand' "
+                                       "(random bytes) as a pickled object and advises model.trust_pickle=true")
+def test_random_bytes_are_reported_as_corrupt_not_as_a_pickle_to_trust(tmp_path):
+    path = tmp_path / "random.pth"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(InputError) as info:
+        load_weights(path)
+    assert "trust_pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("keep", [0.5, 0.01])
+def test_truncated_file(zip_format, keep, tmp_path, t_state_dict):
+    buffer = io.BytesIO()
+    torch.save(t_state_dict, buffer, _use_new_zipfile_serialization=zip_format)
+    data = buffer.getvalue()
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        load_weights(path)
+
+
+def test_checkpoint_of_another_variant_names_the_variant_it_fits(tmp_path):
+    s_variant = parse_variant("rtmpose-s_coco17_256x192")
+    path = write_checkpoint(tmp_path / "s.pth", "state_dict", synthetic_state_dict(s_variant, 0), s_variant)
+    with pytest.raises(InputError, match="fits rtmpose-s_coco17_256x192") as info:
+        load_model(path)
+    assert "model=rtmpose-s_coco17_256x192" in str(info.value)  # the fix
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda sd: sd.pop("head.gau.res_scale.scale"), "missing"),
+    (lambda sd: sd.__setitem__("head.gau.w", torch.zeros(3)), "unexpected"),
+])
+def test_strict_load(edit, fragment, tmp_path, t_state_dict, t_variant):
+    state_dict = dict(t_state_dict)
+    edit(state_dict)
+    path = tmp_path / "edited.pth"
+    torch.save(state_dict, path)
+    with pytest.raises(InputError, match=fragment):
+        load_model(path)
+
+
+@pytest.mark.parametrize("obj, fragment", [
+    ({"fc.weight": torch.zeros(2, 2)}, "does not look like an RTMPose"),
+    (torch.zeros(3), "holds a Tensor"),
+    ({"epoch": 3, "weights": [1, 2]}, "without 'state_dict'"),
+])
+def test_files_that_are_not_rtmpose_checkpoints(obj, fragment, tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(obj, path)
+    with pytest.raises(InputError, match=fragment):
+        load_model(path)
+
+
+class Exploit:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("container", ["pickle", "torch-zip", "torch-legacy"])
+def test_malicious_pickle_is_refused_without_running(container, tmp_path, t_state_dict):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    # A valid mmpose checkpoint with a payload in meta: the weights alone would load.
+    payload = {"meta": {"note": Exploit(marker)}, "state_dict": dict(t_state_dict)}
+    if container == "pickle":
+        path.write_bytes(pickle.dumps(Exploit(marker)))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=container == "torch-zip")
+    with pytest.raises(InputError):
+        load_model(path)
+    assert not marker.exists()

@@ -1,0 +1,151 @@
+"""Config composition: every group option and target composes and validates; every mistake is a
+ConfigError naming the key; params.yaml is in sync with conf/; the plan's names and paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import FP32_TARGETS, REPO_ROOT, VARIANT, run_python
+from pipeline.backends import TARGETS
+from pipeline.config import CONF_DIR, compose, dump_yaml, load_config
+from pipeline.errors import ConfigError
+from pipeline.plan import job_paths, variant_paths
+from pipeline.variants import all_variants
+
+GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir()
+                       if group.is_dir() and group.name != "local"  # git-ignored, machine-specific
+                       for option in group.glob("*.yaml"))
+
+
+def compose_in(tmp_path: Path, *overrides: str):
+    return load_config(["model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
+
+
+def test_there_is_one_model_file_per_released_variant():
+    files = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert files == {v.name for v in all_variants()}
+    assert len(files) == 75
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_group_option_composes_and_validates(group, option, tmp_path):
+    cfg = compose_in(tmp_path, f"{group}={option}")
+    if group == "model":
+        assert cfg.model.name == option
+        assert option in cfg.plan["variants"]
+    if group == "simplify":
+        assert cfg.simplify.tool == option
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_composes(target, tmp_path):
+    cfg = compose_in(tmp_path, f"targets=[{target}]")
+    job = f"{VARIANT}.{target}"
+    # A target this host cannot run (TensorRT without a GPU) is left out of the plan with a reason.
+    assert job in cfg.plan["jobs"] or cfg.plan.get("left_out", {}).get(job)
+    if job in cfg.plan["jobs"]:
+        assert cfg.plan["jobs"][job]["target"] == target
+
+
+def is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + "/")
+
+
+def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_path):
+    cfg = compose_in(tmp_path, f"targets=[{','.join(FP32_TARGETS)}]")
+    assert list(cfg.plan["variants"]) == [VARIANT]
+    assert sorted(cfg.plan["jobs"]) == sorted(f"{VARIANT}.{t}" for t in FP32_TARGETS)
+    out_dir, root = str(tmp_path), str(tmp_path / VARIANT)
+    variant = cfg.plan["variants"][VARIANT]
+    assert variant["weights"] == "pipeline/synthetic.py"  # a code dependency, not an output
+    outputs = {k: v for k, v in variant.items() if isinstance(v, str) and "/" in v and k != "weights"}
+    assert set(variant_paths(out_dir, VARIANT)) <= set(outputs)
+    assert all(is_under(path, out_dir) for path in outputs.values()), outputs
+    for name, job in cfg.plan["jobs"].items():
+        variant_name, _, target = name.partition(".")
+        assert (job["variant"], job["target"]) == (variant_name, target)
+        assert (job["backend"], job["precision"]) == tuple(target.split("-"))
+        for key in ("onnx", "reference", *job_paths(out_dir, VARIANT, target)):
+            assert is_under(job[key], root), key
+    metrics = [job["metrics"] for job in cfg.plan["jobs"].values()]
+    artifacts = [job["artifact"] for job in cfg.plan["jobs"].values()]
+    assert len(set(metrics)) == len(set(artifacts)) == len(FP32_TARGETS)  # no two jobs share a file
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    (["targets=[nope-fp32]"], ["unknown target 'nope-fp32'", "onnxruntime-fp32", "openvino-fp32"]),
+    (["model=rtmpose-q_coco17_256x192"], ["model/rtmpose-q_coco17_256x192"]),
+    (["model.name=rtmpose-q_coco17_256x192"], ["unknown scale 'q'", "t, s, m, l, x"]),
+    (["export.opsett=11"], ["export.opsett"]),
+    (["+export.opsett=11"], ["export.opsett", "opsett"]),
+    (["export.opset=eleven"], ["export.opset", "eleven"]),
+    (["simplify.tool=onnxsimplifier"], ["simplify.tool='onnxsimplifier'", "onnxslim, onnxsim or none"]),
+    (["simplify=onnxsimplifier"], ["simplify/onnxsimplifier", "onnxslim"]),
+    (["export.opset=6"], ["export.opset=6", "7..21"]),
+    (["export.opset=22"], ["export.opset=22", "7..21"]),
+    (["targets=[]"], ["targets is empty"]),
+])
+def test_mistakes_are_config_errors_naming_the_key(overrides, fragments, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        compose_in(tmp_path, *overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: pipeline/config.py _one_line truncates Hydra's message to 400 characters, so `model=<unknown>` lists "
+    "only the first rtmpose-l_* options, cut mid-name; the user never sees the allowed scales or t/s/m/x"))
+def test_unknown_model_option_names_the_allowed_choices(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        compose_in(tmp_path, "model=rtmpose-q_coco17_256x192")
+    message = str(info.value)
+    assert "t, s, m, l, x" in message or "rtmpose-t_coco17_256x192" in message
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    """A composed params file (what `python -m pipeline.params` writes), for editing."""
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_yaml(compose(["model.checkpoint=null", f"out_dir={tmp_path / 'out'}"])))
+    return path
+
+
+def edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_params_file_loads(params_file, tmp_path):
+    cfg = load_config(params_file=params_file)
+    assert cfg.model.name == VARIANT and cfg.out_dir == str(tmp_path / "out")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d["export"].update(opsett=11), "export.opsett"),
+    (lambda d: d.update(out_dri="x"), "out_dri"),
+    (lambda d: d["verify"]["tolerances"]["fp32"].update(atoll=1.0), "atoll"),
+    (lambda d: d["model"].update(trust_pickle="perhaps"), "model.trust_pickle"),
+    (lambda d: d.update(out_dir="elsewhere"), "plan does not match"),  # a hand-edited, stale plan
+])
+def test_params_file_mistakes_are_config_errors(edit, fragment, params_file):
+    edit_yaml(params_file, edit)
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(params_file=params_file)
+
+
+def test_params_file_and_overrides_are_exclusive(params_file, tmp_path):
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(["export.opset=11"], params_file=params_file)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(params_file=tmp_path / "missing.yaml")
+
+
+def test_params_yaml_and_conf_model_are_in_sync():
+    result = run_python("-m", "pipeline.params", "--check", cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,138 @@
+"""The PyTorch RTMPose: published sizes, output shapes, official key names and the variant table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.checkpoint import infer_variant
+from pipeline.errors import ConfigError
+from pipeline.keypoints import KEYPOINT_SETS
+from pipeline.model.rtmpose import ArchConfig, RTMPose
+from pipeline.variants import INPUT_SIZES, all_variants, parse_variant
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# mmpose's model zoo and `get_flops.py` for the released coco17 configs.
+@pytest.mark.parametrize("name, published", [
+    ("rtmpose-t_coco17_256x192", 3_337_007),
+    ("rtmpose-s_coco17_256x192", 5_473_251),
+    ("rtmpose-m_coco17_256x192", 13_587_611),
+    ("rtmpose-l_coco17_256x192", 27_660_339),
+    ("rtmpose-m_coco17_384x288", 13_717_659),
+])
+def test_parameter_count_equals_the_published_one(name, published):
+    assert num_params(parse_variant(name).build_model()) == published
+
+
+@pytest.mark.parametrize("keypoints", list(KEYPOINT_SETS))
+@pytest.mark.parametrize("hw", INPUT_SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_tiny_model_gives_simcc_shapes(keypoints, hw):
+    variant = parse_variant(f"rtmpose-t_{keypoints}_{hw[0]}x{hw[1]}")
+    k, (h, w) = len(KEYPOINT_SETS[keypoints]), hw
+    model = variant.build_model().eval()
+    assert variant.simcc_shapes == {"simcc_x": (k, 2 * w), "simcc_y": (k, 2 * h)}
+    head = model.head
+    assert (head.final_layer.out_channels, head.cls_x.out_features, head.cls_y.out_features) == (k, 2 * w, 2 * h)
+    assert head.mlp[1].in_features == (h // 32) * (w // 32)
+    # Forward passes cost CPU time: every keypoint set at 256x192 and every size with coco17 cover
+    # both ways the shapes can go wrong (K from the keypoint set; the token count from the size).
+    if keypoints == "coco17" or hw == (256, 192):
+        n = 2
+        with torch.no_grad():
+            simcc_x, simcc_y = model(torch.zeros(n, 3, h, w))
+        assert tuple(simcc_x.shape) == (n, k, 2 * w)
+        assert tuple(simcc_y.shape) == (n, k, 2 * h)
+
+
+def test_input_size_must_be_a_multiple_of_32():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        RTMPose(ArchConfig(0.167, 0.375, 17, (250, 192)))
+
+
+OFFICIAL_KEYS = (
+    "backbone.stem.0.conv.weight",
+    "backbone.stem.2.bn.running_mean",
+    "backbone.stage1.0.conv.weight",
+    "backbone.stage1.1.main_conv.conv.weight",
+    "backbone.stage1.1.blocks.0.conv2.depthwise_conv.conv.weight",
+    "backbone.stage1.1.blocks.0.conv2.pointwise_conv.bn.weight",
+    "backbone.stage1.1.attention.fc.bias",
+    "backbone.stage4.1.conv1.conv.weight",  # SPP bottleneck
+    "backbone.stage4.1.conv2.bn.num_batches_tracked",
+    "backbone.stage4.2.final_conv.bn.running_var",
+    "head.final_layer.weight",
+    "head.final_layer.bias",
+    "head.mlp.0.g",
+    "head.mlp.1.weight",
+    "head.gau.uv.weight",
+    "head.gau.gamma",
+    "head.gau.beta",
+    "head.gau.o.weight",
+    "head.gau.ln.g",
+    "head.gau.res_scale.scale",
+    "head.cls_x.weight",
+    "head.cls_y.weight",
+)
+
+
+def test_state_dict_keys_are_the_official_ones(t_state_dict):
+    keys = set(t_state_dict)
+    assert set(OFFICIAL_KEYS) <= keys
+    # Released configs use the self-attention GAU without positional/shortcut extras.
+    assert not {"head.gau.w", "head.gau.a", "head.gau.b", "head.cls_x.bias", "head.mlp.1.bias"} & keys
+    assert all(k.startswith(("backbone.", "head.")) for k in keys)
+
+
+def test_every_batchnorm_tracks_num_batches(t_state_dict):
+    running_vars = {k.rsplit(".", 1)[0] for k in t_state_dict if k.endswith(".running_var")}
+    tracked = {k.rsplit(".", 1)[0] for k in t_state_dict if k.endswith(".num_batches_tracked")}
+    assert running_vars and running_vars == tracked
+
+
+def test_official_shapes_of_rtmpose_t_head(t_state_dict):
+    assert t_state_dict["head.final_layer.weight"].shape == (17, 384, 7, 7)
+    assert t_state_dict["head.mlp.1.weight"].shape == (256, 48)  # 8x6 tokens of a 256x192 input
+    assert t_state_dict["head.gau.uv.weight"].shape == (2 * 512 + 128, 256)
+    assert t_state_dict["head.cls_x.weight"].shape == (384, 256)
+    assert t_state_dict["head.cls_y.weight"].shape == (512, 256)
+
+
+@pytest.mark.parametrize("name", [
+    "rtmpose-t_coco17_256x192",
+    "rtmpose-s_halpe26_384x288",
+    "rtmpose-m_wholebody133_256x256",
+    "rtmpose-l_hand21_256x192",
+    "rtmpose-t_face106_256x256",
+])
+def test_infer_variant_reads_the_variant_off_the_shapes(name):
+    state_dict = parse_variant(name).build_model().state_dict()
+    assert infer_variant(state_dict) == parse_variant(name)
+
+
+def test_infer_variant_of_something_else_is_none():
+    assert infer_variant({"fc.weight": torch.zeros(2, 2)}) is None
+    assert infer_variant({}) is None
+
+
+def test_variant_names_round_trip():
+    variants = all_variants()
+    assert len(variants) == len({v.name for v in variants}) == 75
+    assert all(parse_variant(v.name) == v for v in variants)
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("rtmpose-q_coco17_256x192", ["scale 'q'", "t, s, m, l, x"]),
+    ("rtmpose-m_coco18_256x192", ["keypoint set 'coco18'", "coco17, halpe26, wholebody133, hand21, face106"]),
+    ("rtmpose-m_coco17_320x240", ["320x240", "256x192, 384x288, 256x256"]),
+    ("rtmpose_m_coco17", ["rtmpose-<scale>_<keypoints>_<H>x<W>"]),
+    ("rtmpose-m_coco17_256x192 ", ["rtmpose-<scale>_<keypoints>_<H>x<W>"]),
+])
+def test_parse_variant_errors_name_the_allowed_choices(name, fragments):
+    with pytest.raises(ConfigError) as info:
+        parse_variant(name)
+    for fragment in fragments:
+        assert fragment in str(info.value)
