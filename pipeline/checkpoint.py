@@ -79,7 +79,9 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Unsupported global" not in text and "Unsupported operand" not in text:
+        # Only a GLOBAL outside the allow-list means "a real pickle of Python objects"; anything
+        # else (an unknown opcode in random bytes, say) is a damaged file, and opting in would not help.
+        if "unsupported global" not in text.lower():
             raise InputError(f"model.checkpoint={path}: not a readable PyTorch file ({_first_line(text)}); "
                              "re-download or re-save it") from None
         if not trust_pickle:
@@ -87,7 +89,7 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                 f"model.checkpoint={path} is a pickled Python object ({_unsafe_global(text)}), and loading it "
                 "would run code from the file; save a state_dict instead, or set model.trust_pickle=true "
                 "if you trust its source") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
         raise InputError(f"model.checkpoint={path}: corrupt or truncated PyTorch file "
                          f"({_first_line(str(exc))}); re-download or re-save it") from None
     try:

@@ -8,6 +8,7 @@ before any work starts, with the key named.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -188,11 +189,20 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
 
 
 def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
+    text = " ".join(str(exc).split())
     cause = exc.__cause__ or exc.__context__
     if cause is not None and isinstance(cause, ConfigError):
         return str(cause)
-    return " ".join(text.split())[:400]
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing and missing.group(1) == "model":
+        from pipeline.variants import parse_variant
+
+        parse_variant(missing.group(2))  # raises with the scale/keypoints/size that is wrong
+    if missing:  # Hydra lists every option; name the group and its few choices instead
+        group = missing.group(1)
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        return f"{group}={missing.group(2)} is not an option; choose one of {', '.join(options)}"
+    return text[:400]
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), params_file: str | Path | None = None) -> RunConfig:

@@ -57,6 +57,15 @@ def model_config(cfg: RunConfig, variant_name: str) -> ModelConfig:
     return ModelConfig(name=variant_name, checkpoint=checkpoint, synthetic_seed=cfg.model.synthetic_seed)
 
 
+def _require(path: str | Path, stage: str, name: str) -> Path:
+    """An upstream output that must exist; says which stage makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; run the `{stage}@{name}` stage first "
+                          f"(dvc repro {stage}@{name}, or python -m pipeline for the whole chain)")
+    return path
+
+
 def _onnx_weights_info(model: ModelConfig) -> WeightsInfo:
     path = resolve_path(model.checkpoint)
     return WeightsInfo("onnx", "onnx", model.checkpoint, sha256_file(path) if path.is_file() else "")
@@ -106,9 +115,9 @@ def simplify(cfg: RunConfig, variant_name: str) -> Path:
     """Simplify the export and accept the result only if it computes the same outputs."""
     paths = _variant_entry(cfg, variant_name)
     variant = parse_variant(variant_name)
-    inputs = read_npz(paths["reference"])["input"]
+    inputs = read_npz(_require(paths["reference"], "reference", variant_name))["input"]
     with atomic_path(paths["simplified"], is_dir=True) as tmp:
-        report = simplify_onnx(load_onnx(paths["export"]), variant, cfg.simplify, inputs, tmp / "model.onnx")
+        report = simplify_onnx(load_onnx(_require(paths["export"], "export", variant_name)), variant, cfg.simplify, inputs, tmp / "model.onnx")
         write_json(tmp / "simplify.json", report)
     return Path(paths["simplified_onnx"])
 
@@ -129,7 +138,8 @@ def quantize(cfg: RunConfig, variant_name: str) -> Path:
     if variant_name not in cfg.plan["quantizations"]:
         raise ConfigError(f"variant {variant_name!r} has no Q/DQ INT8 target in the plan; nothing to quantize")
     paths = cfg.plan["quantizations"][variant_name]
-    inputs = read_npz(paths["calibration"])["input"]
+    inputs = read_npz(_require(paths["calibration"], "calibration", variant_name))["input"]
+    _require(paths["simplified_onnx"], "simplify", variant_name)
     with atomic_path(paths["quantized"], is_dir=True) as tmp:
         report = quantize_qdq(Path(paths["simplified_onnx"]), inputs, cfg.quantize, tmp / "model.onnx")
         write_json(tmp / "quantize.json", report)
@@ -141,8 +151,10 @@ def build(cfg: RunConfig, job: str) -> Path:
     entry = _job_entry(cfg, job)
     target = backends.get_target(entry["target"])
     module = backends.get(target.backend)
-    source = Path(entry["onnx"])
-    calibration_set = read_npz(entry["calibration"])["input"] if entry["calibration"] else None
+    upstream = "quantize" if entry["onnx"].endswith("quantized/model.onnx") else "simplify"
+    source = _require(entry["onnx"], upstream, entry["variant"])
+    calibration_set = (read_npz(_require(entry["calibration"], "calibration", entry["variant"]))["input"]
+                       if entry["calibration"] else None)
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
         module.build(source, target, cfg, tmp, calibration=calibration_set)
         write_json(tmp / ARTIFACT_META, {
@@ -161,7 +173,8 @@ def verify(cfg: RunConfig, job: str) -> dict:
     remove_outputs(entry["metrics"])
     target = backends.get_target(entry["target"])
     tolerance = cfg.verify.tolerances[target.precision]
-    golden = read_npz(cfg.plan["variants"][entry["variant"]]["reference"])
+    golden = read_npz(_require(entry["reference"], "reference", entry["variant"]))
+    _require(entry["artifact"], "build", job)
     runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
     actual = runner({"input": golden["input"]})
     metrics = compare({k: golden[k] for k in ("simcc_x", "simcc_y")}, actual, tolerance, int(golden["photo_count"]))
@@ -174,7 +187,10 @@ def verify(cfg: RunConfig, job: str) -> dict:
     for line in summary_lines(job, metrics):
         print(line)
     if not metrics["passed"]:
-        raise VerificationError(f"{job} failed verification: {metrics['breaches'][0]}")
+        breaches = metrics["breaches"]
+        first = next((b for b in breaches if b.startswith("executes")), breaches[0])  # the cause, if measured
+        more = f" (+{len(breaches) - 1} more in {entry['metrics']})" if len(breaches) > 1 else ""
+        raise VerificationError(f"{job} failed verification: {first}{more}")
     return metrics
 
 

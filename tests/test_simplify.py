@@ -85,9 +85,7 @@ def nan_bias(raw, output):
 
 @pytest.mark.parametrize("output", [
     "simcc_x",
-    pytest.param("simcc_y", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: pipeline/simplify.py simplify_onnx takes Python's built-in max() over the per-output max|Δ|; "
-        "max(0.0, nan) is 0.0, so NaN in any output but the first is dropped and the NaN guard never fires"))),
+    "simcc_y",
 ])
 def test_nan_output_is_rejected_even_with_a_huge_atol(output, source, t_variant, golden, tmp_path):
     broken = with_tail(source, output, nan_bias)

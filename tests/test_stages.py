@@ -140,9 +140,6 @@ def test_bad_input_exits_1_with_one_error_line_and_no_output(case, tmp_path, t_o
     assert sorted(p.name for p in tmp_path.iterdir()) in (["inputs"], ["inputs", "out"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pipeline/steps.py build/simplify/verify read their upstream file without checking it exists; "
-    "a missing input escapes as a FileNotFoundError traceback instead of one `error:` line"))
 def test_build_before_simplify_says_what_to_run(tmp_path):
     result = run_stage("build", JOBS[0], *SYNTHETIC, f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert_one_error_line(result, "simplified/model.onnx")
@@ -186,9 +183,6 @@ def test_bf16_in_an_fp32_target_fails_verification(bf16_run):
 
 
 @needs_bf16
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pipeline/steps.py verify raises with breaches[0] only; the execution-precision breach is appended "
-    "last, so the error line reports simcc_x's atol and never says that OpenVINO ran in bf16"))
 def test_bf16_failure_message_names_bf16(bf16_run):
     result, _ = bf16_run
     assert "bf16" in result.stderr
