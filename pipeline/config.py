@@ -193,7 +193,7 @@ def _one_line(exc: Exception) -> str:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and isinstance(cause, ConfigError):
         return str(cause)
-    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
     if missing and missing.group(1) == "model":
         from pipeline.variants import parse_variant
 
