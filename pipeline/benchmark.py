@@ -1,7 +1,9 @@
 """Latency and throughput of every artifact of a variant, measured side by side in one process.
 
-Targets are timed round-robin (one call each per round, after warm-up) on the same inputs, so a
-noisy neighbour slows all of them alike and the ratios stay meaningful. Reported per target:
+Targets are timed round-robin on the same inputs, so a noisy neighbour slows all of them alike and
+the ratios stay meaningful. Each turn is one untimed call and then `TURN` timed calls: runtimes keep
+their own thread pools, and a pool that just yielded the cores to another runtime's spinning
+threads is slow for a call or two, which single interleaved calls would charge to every target. Reported per target:
 latency median and p90 at batch 1 (ms), and throughput at `throughput_batch` (images/s, from the
 median batch latency), with the runner's settings (threads, precision hints).
 """
@@ -15,6 +17,8 @@ import numpy as np
 
 from pipeline.config import BenchmarkConfig
 
+TURN = 5  # timed consecutive calls per target and round
+
 
 def _time_round_robin(calls: Mapping[str, Callable[[], object]], warmup: int, iterations: int,
                       progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
@@ -22,11 +26,14 @@ def _time_round_robin(calls: Mapping[str, Callable[[], object]], warmup: int, it
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for i in range(iterations):
+    rounds = max(1, iterations // TURN)
+    for i in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1000.0)
+            call()  # one untimed call: the runtime's thread pool wakes up after the previous runtime's turn
+            for _ in range(TURN):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000.0)
         if progress:
             progress(i)
     return {name: np.array(values) for name, values in times.items()}

@@ -204,7 +204,7 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
         target = backends.get_target(target_name)
         runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
         runners[target_name], settings[target_name] = runner, runner.settings
-    with progress_bar(cfg.benchmark.iterations, f"benchmark {variant_name}") as advance:
+    with progress_bar(max(1, cfg.benchmark.iterations // 5), f"benchmark {variant_name}") as advance:
         results = run_benchmark(runners, parse_variant(variant_name).input_hw, cfg.benchmark, advance)
     for target_name, result in results.items():
         result["runtime_settings"] = settings[target_name]
