@@ -39,8 +39,15 @@ def atomic_path(final: str | Path, is_dir: bool = False) -> Iterator[Path]:
         raise
     if not tmp.exists():
         raise FileNotFoundError(f"{tmp} was not written")
-    _remove(final)
-    os.replace(tmp, final)
+    for attempt in range(3):
+        _remove(final)
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError:  # a concurrent sweep job put the same directory there in between
+            if attempt == 2:
+                _remove(tmp)
+                raise
 
 
 def remove_outputs(*paths: str | Path) -> None:
