@@ -6,26 +6,25 @@ raises a PipelineError subclass (one line, with the fix) on failure.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline import backends
-from pipeline.calibration import calibration_inputs
 from pipeline.benchmark import benchmark as run_benchmark
+from pipeline.calibration import calibration_inputs
 from pipeline.checkpoint import sha256_file
-from pipeline.dropin import write_dropin
 from pipeline.config import ModelConfig, RunConfig
+from pipeline.dropin import write_dropin
 from pipeline.errors import ConfigError, VerificationError
 from pipeline.evaluate import evaluate  # noqa: F401  the `evaluate` stage's step lives with its library
 from pipeline.export import export_onnx
 from pipeline.golden import PHOTO_BOXES, golden_inputs
-from pipeline.progress import progress_bar
 from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
-from pipeline.quantize import quantize_qdq
 from pipeline.onnx_io import check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.progress import progress_bar
+from pipeline.quantize import quantize_qdq
 from pipeline.simplify import simplify_onnx
 from pipeline.variants import parse_variant
 from pipeline.verify import check_execution_precision, compare, summary_lines
@@ -224,10 +223,3 @@ def read_metrics(path: str | Path) -> dict:
 
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def clean_variant(cfg: RunConfig, variant_name: str) -> None:
-    """Remove a variant's outputs (used by tests and `python -m pipeline clean=true`)."""
-    root = Path(cfg.out_dir) / variant_name
-    if root.exists():
-        shutil.rmtree(root)
