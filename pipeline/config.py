@@ -156,14 +156,19 @@ class RunConfig:
     hardware: dict[str, Any] = field(default_factory=dict)
 
 
-def validate(raw: DictConfig | dict) -> RunConfig:
+def to_schema(schema: type, raw: DictConfig | dict, source: str = "config", hint: str = "") -> Any:
+    """Merge a composed config into its dataclass schema; a bad key or type names the key."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
-        cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
         reason = str(exc).splitlines()[0]
-        raise ConfigError(f"config key {key!r}: {reason}" if key else f"config: {reason}") from None
+        message = f"{source} key {key!r}: {reason}" if key else f"{source}: {reason}"
+        raise ConfigError(message + (f"; {hint}" if hint else "")) from None
+
+
+def validate(raw: DictConfig | dict) -> RunConfig:
+    cfg: RunConfig = to_schema(RunConfig, raw)
     from pipeline.plan import check_config
 
     check_config(cfg)

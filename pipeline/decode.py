@@ -23,3 +23,13 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 
     keypoints, scores = simcc_argmax(simcc_x, simcc_y, split_ratio)
     keypoints[scores <= 0] = -1
     return keypoints, scores
+
+
+def decode_to_image(outputs, matrices) -> tuple[np.ndarray, np.ndarray]:
+    """SimCC logits of crops -> keypoints [N,K,2] in original-image pixels (via each crop's 2x3
+    image->crop matrix) and scores [N,K], with mmpose's decode."""
+    from pipeline.preprocess import to_image_coords
+
+    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"])
+    image_points = np.stack([to_image_coords(k.astype(np.float64), m) for k, m in zip(keypoints, matrices)])
+    return image_points, scores

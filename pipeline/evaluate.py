@@ -32,7 +32,8 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.errors import ConfigError, InputError, RuntimeMissingError, VerificationError
-from pipeline.infer import check_outputs, decode_to_image, preprocess_boxes
+from pipeline.decode import decode_to_image
+from pipeline.infer import check_outputs, preprocess_boxes
 from pipeline.io import remove_outputs, write_json
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
 from pipeline.preprocess import load_rgb

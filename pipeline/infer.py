@@ -33,12 +33,12 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.backends import Target
-from pipeline.decode import decode_simcc
+from pipeline.decode import decode_to_image
 from pipeline.dropin import FILE_KINDS
 from pipeline.errors import InputError, PipelineError
 from pipeline.keypoints import COCO17, COCO17_SKELETON
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
-from pipeline.preprocess import crop, normalize, to_image_coords
+from pipeline.preprocess import crop, normalize
 from pipeline.variants import Variant, parse_variant
 
 ARTIFACT_META = "artifact.json"  # written by pipeline.steps.build
@@ -81,13 +81,6 @@ def check_outputs(outputs: Mapping[str, np.ndarray], variant: Variant, source: s
         if tuple(outputs[name].shape[1:]) != shape:
             raise InputError(f"{source}: output {name!r} has shape {list(outputs[name].shape)}, but {variant.name} "
                              f"gives [N, {shape[0]}, {shape[1]}]; pass the artifact's --variant")
-
-
-def decode_to_image(outputs: Mapping[str, np.ndarray], matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SimCC logits -> keypoints [N,K,2] in image pixels and scores [N,K], mmpose's decode (min of maxima)."""
-    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"])
-    image_points = np.stack([to_image_coords(k.astype(np.float64), m) for k, m in zip(keypoints, matrices)])
-    return image_points, scores
 
 
 # --------------------------------------------------------------------------------------------- artifacts

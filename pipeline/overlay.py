@@ -12,16 +12,15 @@ Same inputs, same bytes: fixed size and dpi, no Software/date metadata in the PN
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode import decode_simcc
+from pipeline.decode import decode_to_image
 from pipeline.golden import DATA_DIR, PHOTO_BOXES
 from pipeline.keypoints import COCO17, COCO17_SKELETON
-from pipeline.preprocess import box_to_center_scale, load_rgb, to_image_coords, warp_matrix
+from pipeline.preprocess import box_to_center_scale, load_rgb, warp_matrix
 
 STATUS_COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "reference": "#24292f"}
 LIMB_COLORS = {"left": "#2f81f7", "right": "#f0883e", "center": "#3fb950"}
@@ -43,13 +42,6 @@ class Column:
 def photo_matrices(input_hw: tuple[int, int]) -> list[np.ndarray]:
     """The 2x3 image->crop matrix of each photo crop (golden.photo_inputs makes crops with these)."""
     return [warp_matrix(*box_to_center_scale(box, input_hw), input_hw) for _, box in PHOTO_BOXES]
-
-
-def decode_to_image(outputs: Mapping[str, np.ndarray], matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """SimCC logits of the photo crops -> keypoints in original-image pixels and their scores."""
-    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"])
-    mapped = np.stack([to_image_coords(k.astype(np.float64), m) for k, m in zip(keypoints, matrices)])
-    return mapped, scores
 
 
 def run_on_crops(runner, crops: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
 from pipeline.errors import ConfigError
 from pipeline.variants import parse_variant
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 # Fields that only say where files go or how progress is shown; they never change the weights.
 _PRESENTATION = ("demo_checkpoint", "demo_metrics", "demo_coco_dir", "coco_images", "coco_seed",
@@ -76,23 +75,8 @@ class TrainDemoConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _PRESENTATION}
 
 
-def load_train_demo_config(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR) -> TrainDemoConfig:
+def load_train_demo_config(overrides: Sequence[str] = ()) -> TrainDemoConfig:
     """Compose `train_demo.yaml` with Hydra overrides and validate it against `TrainDemoConfig`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_dir(version_base=None, config_dir=str(config_dir)):
-            composed = compose(config_name="train_demo", overrides=list(overrides))
-    except HydraException as exc:
-        message = " ".join(str(exc).split())
-        raise ConfigError(f"{message}; keys are the fields of TrainDemoConfig in conf/train_demo.yaml") from None
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainDemoConfig), composed)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"conf/train_demo.yaml key {key!r}: {str(exc).splitlines()[0]}; "
-                          f"valid keys: {', '.join(f.name for f in dataclasses.fields(TrainDemoConfig))}") from None
+    fields = ", ".join(f.name for f in dataclasses.fields(TrainDemoConfig))
+    return to_schema(TrainDemoConfig, compose(overrides, config_name="train_demo"), "conf/train_demo.yaml",
+                     hint=f"valid keys: {fields}")
