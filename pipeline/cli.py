@@ -15,9 +15,11 @@ from typing import Any
 from pipeline.errors import PipelineError
 
 
-def run_stage(step: Callable[[Any, str], Any], what: str, argv: list[str] | None = None) -> int:
+def run_stage(step: Callable[..., Any], what: str | None, argv: list[str] | None = None) -> int:
+    """`what` names the positional (variant or job) the step takes; None for a step over the whole plan."""
     parser = argparse.ArgumentParser(description=(step.__doc__ or step.__name__).strip().splitlines()[0])
-    parser.add_argument(what, help=f"the {what} to process, as named in the plan")
+    if what:
+        parser.add_argument(what, help=f"the {what} to process, as named in the plan")
     parser.add_argument("--params", help="read this composed params file instead of composing conf/")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=rtmpose-m_coco17_256x192")
     args = parser.parse_args(argv)
@@ -25,7 +27,7 @@ def run_stage(step: Callable[[Any, str], Any], what: str, argv: list[str] | None
 
     try:
         cfg = load_config(args.overrides, args.params)
-        step(cfg, getattr(args, what))
+        step(cfg, getattr(args, what)) if what else step(cfg)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

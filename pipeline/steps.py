@@ -223,3 +223,10 @@ def read_metrics(path: str | Path) -> dict:
 
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def report(cfg: RunConfig) -> None:
+    """Write the report over every variant x target (failed and left-out jobs are rows, not errors)."""
+    from pipeline.report import build_report, report_dir, summary_line
+
+    print(summary_line(build_report(cfg, report_dir(cfg))))
