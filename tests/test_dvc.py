@@ -1,12 +1,15 @@
 """End to end under DVC, in a temporary copy of the repository: `dvc repro`, the metrics, a no-op
-second run and `dvc exp run -S ...` composing conf/ through Hydra."""
+second run, `dvc exp run -S ...` composing conf/ through Hydra (also queued, two at a time), and a
+second clone restoring from a shared remote."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,26 @@ def test_exp_run_composes_conf_through_hydra(reproduced, repo):
     assert f"Running stage 'simplify@{VARIANT}'" in result.stdout  # its param changed ...
     assert f"Stage 'verify@{VARIANT}.onnxruntime-fp32' didn't change" in result.stdout  # ... its ONNX did not
     assert "openvino-fp32'" not in result.stdout  # no longer a job: no stage of it runs
+
+
+def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo):
+    """`-S key=a,b` queues one experiment per value, each composed from conf/ by DVC; two workers run them."""
+    dvc("exp", "run", "--queue", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+        "-S", "simplify.atol=0.002,0.003", "verify", root=repo)
+    assert "Started '2' new experiments task queue workers" in dvc("queue", "start", "-j", "2", root=repo).stdout
+    deadline = time.monotonic() + 240
+    while re.search(r"\b(Queued|Running)\b", status := dvc("queue", "status", root=repo).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc("exp", "show", "--json", root=repo).stdout)
+    experiments = [rev for baseline in shown for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
+    done = {}
+    for rev in experiments:
+        params = rev["data"]["params"]["params.yaml"]["data"]
+        metrics = rev["data"]["metrics"][f"artifacts/{VARIANT}/metrics/onnxruntime-fp32.json"]["data"]
+        done[params["simplify"]["atol"]] = (params["targets"], metrics["passed"])
+    assert done[0.002] == done[0.003] == (["onnxruntime-fp32"], True)  # metrics come from the DVC cache
 
 
 def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
