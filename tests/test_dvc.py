@@ -151,23 +151,58 @@ def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
 
 
 
-def test_second_clone_restores_from_shared_remote_without_running(reproduced, repo, tmp_path):
-    """Clone A pushes its outputs and run-cache to a local-directory remote; clone B runs the GPU
-    workflow's `dvc repro --pull --allow-missing`, which runs no stage command, and `dvc pull` then
-    restores every artifact byte for byte."""
-    remote = tmp_path / "remote"
+@pytest.fixture(scope="module")
+def shared_remote(reproduced, repo, tmp_path_factory) -> Path:
+    """Clone A (the repo) pushes its outputs and its run-cache to a local-directory remote."""
+    remote = tmp_path_factory.mktemp("remote")
     dvc("remote", "add", "-d", "-f", "shared", str(remote), root=repo)
     for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "lock and remote", "--allow-empty"]):
         assert run(args, repo).returncode == 0, args
     dvc("push", "--run-cache", root=repo)
+    return remote
+
+
+def clone_of(repo: Path, tmp_path: Path) -> Path:
     clone = tmp_path / "clone"
     assert run(["git", "clone", "-q", str(repo), str(clone)], tmp_path).returncode == 0
+    return clone
+
+
+def planned_stages(root: Path) -> list[str]:
+    plan = yaml.safe_load((root / "params.yaml").read_text())["plan"]  # an earlier test's experiment
+    assert plan["jobs"]
+    return [*(f"{stage}@{v}" for v in plan["variants"] for stage in ("reference", "export", "simplify")),
+            *(f"{stage}@{job}" for job in plan["jobs"] for stage in ("build", "verify"))]
+
+
+def assert_same_outputs(clone: Path, repo: Path) -> None:
+    targets = yaml.safe_load((clone / "params.yaml").read_text())["targets"]
+    for relative in ([VARIANT, "reference.npz"], [VARIANT, "export", "model.onnx"], [VARIANT, "simplified", "model.onnx"],
+                     *([VARIANT, target, "artifact.json"] for target in targets),
+                     *([VARIANT, "metrics", f"{target}.json"] for target in targets)):
+        path = Path("artifacts", *relative)
+        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+
+
+def test_second_clone_restores_from_shared_remote_without_running(shared_remote, repo, tmp_path):
+    """Clone B (dvc.lock committed) runs the GPU workflow's `dvc repro --pull --allow-missing`, which runs
+    no stage command, and `dvc pull` then restores every artifact byte for byte."""
+    clone = clone_of(repo, tmp_path)
     restored = dvc("repro", "--pull", "--allow-missing", "verify", root=clone)
     assert "Running stage" not in restored.stdout, restored.stdout
     dvc("pull", "--with-deps", "verify", root=clone)
-    planned = yaml.safe_load((clone / "params.yaml").read_text())["targets"]  # an earlier test's experiment
-    assert planned
-    for relative in ([VARIANT, "simplified", "model.onnx"], [VARIANT, "reference.npz"],
-                     *([VARIANT, target, "artifact.json"] for target in planned)):
-        path = Path("artifacts", *relative)
-        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+    assert_same_outputs(clone, repo)
+
+
+def test_second_clone_restores_from_the_run_cache_alone(shared_remote, repo, tmp_path):
+    """Without dvc.lock only the run-cache knows that the stages ran. `dvc repro --pull` looks each stage up
+    by its cmd and the hashes of its deps and params, downloads the outputs of the entry it finds and checks
+    them out: no stage command runs. (`dvc pull --run-cache` downloads the entries but not their outputs,
+    so a plain `dvc repro` after it runs every stage.)"""
+    clone = clone_of(repo, tmp_path)
+    (clone / "dvc.lock").unlink()
+    restored = dvc("repro", "--pull", "verify", root=clone)
+    assert "Running stage" not in restored.stdout, restored.stdout
+    for stage in planned_stages(clone):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in restored.stdout, stage
+    assert_same_outputs(clone, repo)
