@@ -26,11 +26,11 @@ class TrainDemoConfig:
     variant: str = "rtmpose-t_coco17_256x192"
     seed: int = 0  # training images and weight init
     eval_seed: int = 1  # held-out images; must differ from seed
-    num_train_images: int = 19200  # steps = num_train_images // batch_size
-    batch_size: int = 16
+    num_train_images: int = 24000  # steps = num_train_images // batch_size
+    batch_size: int = 8
     lr: float = 2e-3  # AdamW peak learning rate
     weight_decay: float = 0.05  # not applied to norms, biases and other 1-D parameters (as mmpose)
-    warmup_steps: int = 50  # linear warm-up, then cosine decay to lr * min_lr_ratio
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr * min_lr_ratio
     min_lr_ratio: float = 0.02
     sigma: list[float] = field(default_factory=lambda: [4.9, 5.66])  # SimCC label sigma (x, y) in bins
     beta: float = 10.0  # KLDiscretLoss temperature; labels are softmax(beta * gaussian)
