@@ -57,8 +57,10 @@ class Tolerance:
 
 @dataclass
 class VerifyConfig:
-    num_random: int = 4  # seeded random tensors added to the photo crops
+    num_figures: int = 4  # procedural figure crops (pipeline/demo/figures.py) after the photo crops
+    num_random: int = 4  # seeded random tensors after the images
     seed: int = 0
+    min_score: float = 0.8  # keypoint drift is gated where the reference scores a keypoint at least this
     tolerances: dict[str, Tolerance] = field(default_factory=dict)  # keyed by precision
 
 

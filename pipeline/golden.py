@@ -1,7 +1,9 @@
-"""Golden inputs: crops of real photos of people plus seeded random tensors, for one input size.
+"""Golden inputs: crops of real photos of people, procedural figures and seeded random tensors.
 
 Photos and licences: pipeline/data/README.md. Crops use mmpose's affine preprocessing, so the
-photo inputs are exactly what a deployed model sees.
+photo inputs are exactly what a deployed model sees. The figures are the demo checkpoint's own
+kind of image (pipeline/demo/figures.py), so a model trained on them is checked on inputs where
+its outputs are peaked, as a COCO model's are on the photos.
 """
 
 from __future__ import annotations
@@ -28,11 +30,25 @@ def photo_inputs(input_hw: tuple[int, int]) -> np.ndarray:
     return np.stack(crops)
 
 
+FIGURE_SEED = 1000  # apart from the demo's training (0) and held-out (1) seeds
+
+
+def figure_inputs(input_hw: tuple[int, int], count: int) -> np.ndarray:
+    """[count,3,H,W] float32 normalised procedural figure crops (the same ones for any config)."""
+    from pipeline.demo.figures import render_batch
+
+    if count == 0:
+        return np.zeros((0, 3, *input_hw), np.float32)
+    return np.stack([normalize(sample.image) for sample in render_batch(FIGURE_SEED, 0, count, input_hw)])
+
+
 def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarray:
     """[count,3,H,W] standard-normal tensors: the range normalised pixels live in."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((count, 3, *input_hw)).astype(np.float32)
 
 
-def golden_inputs(input_hw: tuple[int, int], num_random: int, seed: int) -> np.ndarray:
-    return np.concatenate([photo_inputs(input_hw), random_inputs(input_hw, num_random, seed)])
+def golden_inputs(input_hw: tuple[int, int], num_figures: int, num_random: int, seed: int) -> np.ndarray:
+    """Photos, then figures, then random tensors: the first photos + figures inputs are images."""
+    return np.concatenate([photo_inputs(input_hw), figure_inputs(input_hw, num_figures),
+                           random_inputs(input_hw, num_random, seed)])

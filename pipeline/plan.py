@@ -59,10 +59,10 @@ def calibration_source(calibration: Any) -> str:
     return "pipeline/calibration.py"  # blank: made by code alone
 
 
-# Variants whose default weights are the project's trained demo checkpoint (dvc.yaml `train-demo`).
-# Empty for now: the demo recipe does not reach its quality bar yet (held-out error 30 px, issue 3),
-# and weights that do not behave like a trained model must not pose as one.
-DEMO_CHECKPOINTS: dict[str, str] = {}
+# Variants whose default weights are the project's trained demo checkpoint (dvc.yaml `train-demo`,
+# committed, so a fresh `dvc repro` need not retrain it). Other variants use seeded synthetic weights
+# unless `model.checkpoint` points at real ones.
+DEMO_CHECKPOINTS: dict[str, str] = {"rtmpose-t_coco17_256x192": "checkpoints/rtmpose-t_coco17_256x192_demo.pth"}
 
 
 def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_dir: str,

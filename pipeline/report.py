@@ -133,7 +133,7 @@ def collect_rows(cfg: RunConfig) -> list[Row]:
             row.detail = "; ".join(metrics["breaches"]) if not metrics["passed"] else ""
             if row.status == "failed" and not row.detail:
                 row.detail = "failed without a recorded breach"
-            row.drift_px = metrics.get("keypoints", {}).get("all", {}).get("mean_drift_px")
+            row.drift_px = metrics.get("keypoints", {}).get("confident", {}).get("mean_drift_px")
             row.cosine = _min_cosine(metrics)
             row.tolerance = metrics.get("tolerance", {})
             row.executes = metrics.get("runtime_settings", {}).get("execution_precision", {})

@@ -62,8 +62,8 @@ def t_model(t_cfg) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def golden(t_variant) -> np.ndarray:
-    """Three photo crops and one seeded random tensor, [4,3,256,192] float32."""
-    return golden_inputs(t_variant.input_hw, num_random=1, seed=0)
+    """Three photo crops, one procedural figure and one seeded random tensor, [5,3,256,192] float32."""
+    return golden_inputs(t_variant.input_hw, num_figures=1, num_random=1, seed=0)
 
 
 @pytest.fixture(scope="session")

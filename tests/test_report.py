@@ -135,7 +135,7 @@ def test_dvc_plots_data_are_records_of_the_table_numbers(run):
     bench = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())["targets"]
     for record in latency:
         assert record["latency_ms"] == round(bench[record["target"]]["latency_ms_median"], 3)
-        assert record["drift_px"] == round(_metrics(cfg, record["target"])["keypoints"]["all"]["mean_drift_px"], 4)
+        assert record["drift_px"] == round(_metrics(cfg, record["target"])["keypoints"]["confident"]["mean_drift_px"], 4)
     artifact = Path(cfg.plan["jobs"][f"{VARIANT}.{PASSING}"]["artifact"])
     assert size[0]["size_mb"] == round(sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file()) / 1e6, 4)
 

@@ -30,19 +30,20 @@ def altered(ref: dict[str, np.ndarray], name: str, index, value) -> dict[str, np
 
 def test_identical_arrays_pass():
     ref = simcc()
-    metrics = compare(ref, simcc(), TOL, photo_count=1)
+    metrics = compare(ref, simcc(), TOL, min_score=0.5)
     assert metrics["passed"] and metrics["breaches"] == []
     for result in metrics["outputs"].values():
         assert result["needs_atol"] == result["needs_rtol"] == 0.0
         assert result["cosine"] == pytest.approx(1.0)
-    assert metrics["keypoints"]["all"] == {"mean_drift_px": 0.0, "max_drift_px": 0.0, "agreement": 1.0}
+    expected = {"count": N * K, "mean_drift_px": 0.0, "max_drift_px": 0.0, "agreement": 1.0}
+    assert metrics["keypoints"]["all"] == metrics["keypoints"]["confident"] == expected
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nan_or_inf_fails_whatever_the_tolerance(value):
     ref = simcc()
     loose = Tolerance(atol=1e30, rtol=1e30, min_cosine=-1, max_mean_drift_px=1e9, agreement_px=1e9, min_agreement=0)
-    metrics = compare(ref, altered(ref, "simcc_y", (1, 2, 3), value), loose, photo_count=1)
+    metrics = compare(ref, altered(ref, "simcc_y", (1, 2, 3), value), loose, min_score=0.5)
     assert not metrics["passed"]
     assert metrics["breaches"] == ["simcc_y has NaN or Inf"]
     assert metrics["outputs"]["simcc_y"]["finite"] is False
@@ -51,7 +52,7 @@ def test_nan_or_inf_fails_whatever_the_tolerance(value):
 def test_element_over_atol_but_within_rtol_passes():
     ref = simcc()
     actual = altered(ref, "simcc_x", (0, 0, 8), 10.005)  # |Δ| 5e-3 > atol, |Δ|/10 = 5e-4 <= rtol
-    metrics = compare(ref, actual, TOL, photo_count=1)
+    metrics = compare(ref, actual, TOL, min_score=0.5)
     assert metrics["passed"], metrics["breaches"]
     result = metrics["outputs"]["simcc_x"]
     assert result["needs_atol"] == pytest.approx(5e-3, rel=1e-3)
@@ -62,7 +63,7 @@ def test_element_over_atol_but_within_rtol_passes():
 def test_element_over_both_fails_and_says_what_it_needs():
     ref = simcc()
     actual = altered(ref, "simcc_x", (1, 1, 3), float(ref["simcc_x"][1, 1, 3]) + 0.05)
-    metrics = compare(ref, actual, TOL, photo_count=1)
+    metrics = compare(ref, actual, TOL, min_score=0.5)
     assert not metrics["passed"]
     (breach,) = metrics["breaches"]
     assert breach.startswith("simcc_x max|Δ| 0.05 > atol 0.0001")
@@ -96,22 +97,22 @@ def test_cosine_catches_a_sign_flip_within_rtol_of_nothing():
     ref = simcc()
     actual = {k: -v for k, v in ref.items()}
     metrics = compare(ref, actual, Tolerance(atol=100, rtol=0, min_cosine=0.99, max_mean_drift_px=1e9,
-                                            agreement_px=1e9, min_agreement=0), photo_count=1)
+                                            agreement_px=1e9, min_agreement=0), min_score=0.5)
     assert any("cosine" in b and "min_cosine" in b for b in metrics["breaches"])
 
 
 def test_missing_and_extra_outputs_are_breaches():
     ref = simcc()
-    missing = compare(ref, {"simcc_x": ref["simcc_x"]}, TOL, photo_count=1)
+    missing = compare(ref, {"simcc_x": ref["simcc_x"]}, TOL, min_score=0.5)
     assert not missing["passed"]
     assert "outputs differ" in missing["breaches"][0] and "simcc_y" in missing["breaches"][0]
-    extra = compare(ref, {**ref, "heatmap": np.zeros(3)}, TOL, photo_count=1)
+    extra = compare(ref, {**ref, "heatmap": np.zeros(3)}, TOL, min_score=0.5)
     assert not extra["passed"] and "heatmap" in extra["breaches"][0]
 
 
 def test_shape_mismatch_is_a_breach_with_both_shapes():
     ref = simcc()
-    metrics = compare(ref, {**ref, "simcc_y": ref["simcc_y"][:, :, :-1]}, TOL, photo_count=1)
+    metrics = compare(ref, {**ref, "simcc_y": ref["simcc_y"][:, :, :-1]}, TOL, min_score=0.5)
     assert not metrics["passed"]
     assert metrics["breaches"] == [f"simcc_y shape [{N}, {K}, {WY - 1}] != reference [{N}, {K}, {WY}]"]
 
@@ -127,11 +128,27 @@ def test_keypoint_drift_at_known_bins():
     assert drift["mean_drift_px"] == pytest.approx((3.0 + 4.0) / (N * K))
     assert drift["agreement"] == pytest.approx(4 / 6)
 
-    photos_only = compare(ref, actual, Tolerance(atol=100, rtol=0, min_cosine=0, max_mean_drift_px=0.5,
-                                                 agreement_px=0.5, min_agreement=0.9), photo_count=1)
-    assert photos_only["keypoints"]["photos"]["max_drift_px"] == 3.0  # image 0 only
-    assert any("mean drift" in b for b in photos_only["breaches"])
-    assert any("min_agreement" in b for b in photos_only["breaches"])
+    strict = Tolerance(atol=100, rtol=0, min_cosine=0, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
+    metrics = compare(ref, actual, strict, min_score=0.5)
+    assert metrics["keypoints"]["confident"]["max_drift_px"] == 4.0
+    assert any("mean drift" in b for b in metrics["breaches"])
+    assert any("min_agreement" in b for b in metrics["breaches"])
+
+
+def test_drift_is_gated_only_where_the_reference_is_confident():
+    ref = simcc()
+    ref["simcc_x"][1] *= 0.01  # image 1: every keypoint scores about 0.01, the flat rows of an unsure model
+    actual = {k: v.copy() for k, v in ref.items()}
+    actual["simcc_x"][1, :, 3] = 0.2  # its argmax jumps 5 bins: says nothing about the conversion
+    strict = Tolerance(atol=100, rtol=0, min_cosine=0, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
+    metrics = compare(ref, actual, strict, min_score=0.5)
+    assert metrics["passed"], metrics["breaches"]
+    assert metrics["keypoints"]["confident"] == {"count": K, "mean_drift_px": 0.0, "max_drift_px": 0.0,
+                                                 "agreement": 1.0}
+    assert metrics["keypoints"]["all"]["max_drift_px"] == 2.5  # reported, not gated
+    nothing_confident = compare(ref, actual, strict, min_score=100.0)
+    assert nothing_confident["passed"] and nothing_confident["keypoints"]["confident"]["count"] == 0
+    assert any("drift not gated" in line for line in summary_lines("job", nothing_confident))
 
 
 @pytest.mark.parametrize("precision, executed, flagged", [
