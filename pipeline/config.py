@@ -75,10 +75,10 @@ class CalibrationConfig:
 
 @dataclass
 class QuantizeConfig:
-    calibrate_method: str = "minmax"  # minmax | entropy | percentile (onnxruntime's calibrators)
+    calibrate_method: str = "percentile"  # minmax | entropy | percentile (onnxruntime's calibrators)
     per_channel: bool = True
     # Node-name prefixes kept in float (no Q/DQ, NNCF ignored scope), e.g. the GAU head.
-    keep_float: list[str] = field(default_factory=list)
+    keep_float: list[str] = field(default_factory=lambda: ["/head/"])
 
 
 @dataclass
