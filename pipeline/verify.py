@@ -3,13 +3,13 @@
 Per output (by name): absolute and relative error statistics in float64, cosine similarity, and the
 tolerance that would have been needed. Per image: SimCC decoded to keypoints on both sides, with
 the drift in model-input pixels. Relative error divides by |reference| + EPS (EPS guards zeros).
+Pass rule per element: |Δ| <= atol or |Δ|/(|r|+EPS) <= rtol. NaN or Inf always fails.
 
 Keypoint drift is gated on the keypoints the reference model is confident about (score, mmpose's
 min of the two SimCC maxima, at least `min_score`). Where the reference is unsure (a random tensor,
 a photo unlike the training data) its SimCC rows are flat, the argmax of near-equal bins jumps
 across the crop under any rounding, and that jump says nothing about the conversion; the elementwise
 and cosine checks still cover those outputs. Drift over every keypoint is reported alongside.
-Pass rule per element: |Δ| <= atol or |Δ|/(|r|+EPS) <= rtol. NaN or Inf always fails.
 """
 
 from __future__ import annotations
@@ -49,11 +49,9 @@ def compare_output(reference: np.ndarray, actual: np.ndarray, tol: Tolerance) ->
     }
 
 
-def keypoint_drift(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
-                   tol: Tolerance, mask: np.ndarray | None = None) -> dict[str, float | int | None]:
-    """Drift of the decoded keypoints selected by `mask` [N,K] (all when None)."""
-    ref_kpts, _ = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
-    act_kpts, _ = simcc_argmax(actual["simcc_x"], actual["simcc_y"])
+def drift_stats(ref_kpts: np.ndarray, act_kpts: np.ndarray, tol: Tolerance,
+                mask: np.ndarray | None = None) -> dict[str, float | int | None]:
+    """Drift between decoded keypoints [N,K,2], over those selected by `mask` [N,K] (all when None)."""
     drift = np.linalg.norm(act_kpts - ref_kpts, axis=-1)
     if mask is not None:
         drift = drift[mask]
@@ -63,10 +61,22 @@ def keypoint_drift(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.
             "agreement": float(np.mean(drift <= tol.agreement_px))}
 
 
-def confident(reference: Mapping[str, np.ndarray], min_score: float) -> np.ndarray:
-    """[N,K] keypoints whose reference score is at least `min_score`."""
-    _, scores = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
-    return scores >= min_score
+def keypoint_drift(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
+                   tol: Tolerance, mask: np.ndarray | None = None) -> dict[str, float | int | None]:
+    """Drift of the keypoints decoded from two sets of SimCC outputs, selected by `mask` [N,K]."""
+    ref_kpts, _ = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
+    act_kpts, _ = simcc_argmax(actual["simcc_x"], actual["simcc_y"])
+    return drift_stats(ref_kpts, act_kpts, tol, mask)
+
+
+def keypoint_metrics(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance,
+                     min_score: float) -> dict[str, object]:
+    """Drift over the keypoints the reference scores at least `min_score` ("confident") and over all."""
+    ref_kpts, ref_scores = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
+    act_kpts, _ = simcc_argmax(actual["simcc_x"], actual["simcc_y"])
+    return {"min_score": min_score,
+            "confident": drift_stats(ref_kpts, act_kpts, tol, ref_scores >= min_score),
+            "all": drift_stats(ref_kpts, act_kpts, tol)}
 
 
 def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance,
@@ -92,9 +102,7 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
                             f"(needs min_cosine ≤ {result['cosine']:.6f})")
     metrics: dict[str, object] = {"outputs": outputs}
     if not breaches:
-        keypoints = {"min_score": min_score,
-                     "confident": keypoint_drift(reference, actual, tol, confident(reference, min_score)),
-                     "all": keypoint_drift(reference, actual, tol)}
+        keypoints = keypoint_metrics(reference, actual, tol, min_score)
         metrics["keypoints"] = keypoints
         gated = keypoints["confident"]
         if gated["count"] and gated["mean_drift_px"] > tol.max_mean_drift_px:
