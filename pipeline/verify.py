@@ -61,14 +61,6 @@ def drift_stats(ref_kpts: np.ndarray, act_kpts: np.ndarray, tol: Tolerance,
             "agreement": float(np.mean(drift <= tol.agreement_px))}
 
 
-def keypoint_drift(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
-                   tol: Tolerance, mask: np.ndarray | None = None) -> dict[str, float | int | None]:
-    """Drift of the keypoints decoded from two sets of SimCC outputs, selected by `mask` [N,K]."""
-    ref_kpts, _ = simcc_argmax(reference["simcc_x"], reference["simcc_y"])
-    act_kpts, _ = simcc_argmax(actual["simcc_x"], actual["simcc_y"])
-    return drift_stats(ref_kpts, act_kpts, tol, mask)
-
-
 def keypoint_metrics(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance,
                      min_score: float) -> dict[str, object]:
     """Drift over the keypoints the reference scores at least `min_score` ("confident") and over all."""

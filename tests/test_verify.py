@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import Tolerance
-from pipeline.verify import EPS, check_execution_precision, compare, compare_output, keypoint_drift, summary_lines
+from pipeline.verify import (EPS, check_execution_precision, compare, compare_output, keypoint_metrics,
+                             summary_lines)
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.999, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
 N, K, WX, WY = 2, 3, 16, 20
@@ -123,7 +124,7 @@ def test_keypoint_drift_at_known_bins():
     actual["simcc_x"][0, 0, 14] = 10.0  # keypoint 0 of image 0 moves 6 bins = 3 px in x
     actual["simcc_y"][1, 2] = 1.0
     actual["simcc_y"][1, 2, 18] = 10.0  # keypoint 2 of image 1 moves 8 bins = 4 px in y
-    drift = keypoint_drift(ref, actual, TOL)
+    drift = keypoint_metrics(ref, actual, TOL, min_score=0.0)["all"]
     assert drift["max_drift_px"] == 4.0
     assert drift["mean_drift_px"] == pytest.approx((3.0 + 4.0) / (N * K))
     assert drift["agreement"] == pytest.approx(4 / 6)
