@@ -21,6 +21,7 @@ register_resolvers()
 
 def run_chain(raw: DictConfig) -> list[tuple[str, str]]:
     from pipeline import steps
+    from pipeline.evaluate import evaluate
     from pipeline.config import validate
     from pipeline.errors import PipelineError
 
@@ -43,7 +44,7 @@ def run_chain(raw: DictConfig) -> list[tuple[str, str]]:
             results.append((job, f"FAILED: {exc}"))
     for variant in cfg.plan["evaluations"]:
         try:
-            steps.evaluate(cfg, variant)
+            evaluate(cfg, variant)
             results.append((f"{variant} evaluate", "passed"))
         except PipelineError as exc:
             results.append((f"{variant} evaluate", f"FAILED: {exc}"))

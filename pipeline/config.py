@@ -17,7 +17,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -26,10 +26,20 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    checkpoint: Optional[str] = None  # .pth/.onnx path; None means seeded synthetic weights
+    """The model to convert: a file that describes itself, or a released preset (pipeline/describe.py)."""
+
+    preset: Optional[str] = None  # rtmpose-<scale>_<keypoints>_<H>x<W>; with a file, a claim checked against it
+    checkpoint: Optional[str] = None  # .pth, .onnx, or MMDeploy SDK folder/.zip; None: preset with synthetic weights
+    name: Optional[str] = None  # names the artifacts; None: derived (preset, experiment name, file name)
     trust_pickle: bool = False  # allow whole-model pickles, which run code from the file
     synthetic_seed: int = 0
+    # What a file may leave open (a bare state_dict, an ONNX without metadata); None: as the file says.
+    input_size: Optional[list[int]] = None  # [W, H] in input pixels
+    simcc_split_ratio: Optional[float] = None
+    mean: Optional[list[float]] = None  # in the network's channel order
+    std: Optional[list[float]] = None
+    bgr_to_rgb: Optional[bool] = None  # True: the network takes RGB
+    keypoint_names: Optional[list[str]] = None
 
 
 @dataclass
@@ -191,20 +201,31 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
+        cause = _pipeline_cause(exc)
+        if cause is not None:  # a resolver (the plan: describing the model file) raised it: keep its kind
+            raise cause from None
         raise ConfigError(_one_line(exc)) from None
     return cfg
 
 
+def _pipeline_cause(exc: BaseException) -> PipelineError | None:
+    """The PipelineError a resolver raised, wrapped by OmegaConf/Hydra, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, PipelineError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and isinstance(cause, ConfigError):
-        return str(cause)
     missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
     if missing and missing.group(1) == "model":
-        from pipeline.variants import parse_variant
+        from pipeline.presets import preset_spec
 
-        parse_variant(missing.group(2))  # raises with the scale/keypoints/size that is wrong
+        preset_spec(missing.group(2))  # raises with the scale/keypoints/size that is wrong
     if missing:  # Hydra lists every option; name the group and its few choices instead
         group = missing.group(1)
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

@@ -14,27 +14,35 @@ import onnx
 import torch
 
 from pipeline.config import ExportConfig
-from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES, check_io, set_metadata
-from pipeline.variants import MEAN_RGB, SIMCC_SPLIT_RATIO, STD_RGB, Variant
+from pipeline.describe import METADATA_SPEC_KEY
+from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES, canonicalize_io, check_io, set_metadata
+from pipeline.spec import ModelSpec
 from pipeline.versions import tool_versions
 from pipeline.weights import WeightsInfo
 
 
-def onnx_metadata(variant: Variant, weights: WeightsInfo, export_cfg: ExportConfig) -> dict[str, object]:
-    h, w = variant.input_hw
+def onnx_metadata(spec: ModelSpec, weights: WeightsInfo, dynamic_batch: bool,
+                  tools: tuple[str, ...] = ("torch", "onnx")) -> dict[str, object]:
+    """`metadata_props` of every ONNX we write: the full description (`model_spec`, which
+    pipeline/describe.py reads back; without its `source` notes, which name local paths) and the
+    facts consumers look for, flat."""
+    h, w = spec.input_hw
+    pre = spec.preprocess
     return {
-        "variant": variant.name,
-        "keypoint_set": variant.keypoints,
-        "keypoint_names": list(variant.keypoint_names),
+        "variant": spec.name,
+        METADATA_SPEC_KEY: {k: v for k, v in spec.to_dict().items() if k != "source"},
+        "keypoint_set": spec.keypoints.dataset_name,
+        "keypoint_names": list(spec.keypoint_names),
         "input_size_hw": [h, w],
-        "mean_rgb": list(MEAN_RGB),
-        "std_rgb": list(STD_RGB),
-        "simcc_split_ratio": SIMCC_SPLIT_RATIO,
-        "dynamic_batch": export_cfg.dynamic_batch,
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "channel_order": pre.channel_order,
+        "simcc_split_ratio": spec.simcc_split_ratio,
+        "dynamic_batch": dynamic_batch,
         "weights_source": weights.source,
         "synthetic_weights": weights.source == "synthetic",
         "checkpoint_sha256": weights.sha256,
-        "tool_versions": tool_versions("torch", "onnx"),
+        "tool_versions": tool_versions(*tools),
     }
 
 
@@ -43,19 +51,11 @@ def min_ir_version(opset: int) -> int:
     return min(row[1] for row in onnx.helper.VERSION_TABLE if row[2] >= opset)
 
 
-def _pin_output_dims(proto: onnx.ModelProto, variant: Variant) -> None:
-    """The exporter leaves K symbolic under dynamic batch; consumers expect it fixed."""
-    shapes = variant.simcc_shapes
-    for output in proto.graph.output:
-        dims = output.type.tensor_type.shape.dim
-        for dim, size in zip(list(dims)[1:], shapes[output.name]):
-            dim.Clear()
-            dim.dim_value = size
-
-
-def export_onnx(model: torch.nn.Module, variant: Variant, weights: WeightsInfo, export_cfg: ExportConfig,
+def export_onnx(model: torch.nn.Module, spec: ModelSpec, weights: WeightsInfo, export_cfg: ExportConfig,
                 out_path: Path) -> onnx.ModelProto:
-    h, w = variant.input_hw
+    """Export the network of `spec` to `out_path`: the consumer contract (pipeline/onnx_io.py), the
+    minimal IR version for the opset, and the description in metadata. Same inputs, same bytes."""
+    h, w = spec.input_hw
     batch = 1 if export_cfg.dynamic_batch else export_cfg.static_batch
     dummy = torch.zeros(batch, 3, h, w)
     dynamic_axes = ({name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
@@ -67,11 +67,11 @@ def export_onnx(model: torch.nn.Module, variant: Variant, weights: WeightsInfo, 
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
-    _pin_output_dims(proto, variant)
+    canonicalize_io(proto, spec)  # the exporter leaves K symbolic under dynamic batch; consumers expect it fixed
     proto.ir_version = min_ir_version(export_cfg.opset)
     proto.producer_name, proto.producer_version = "rtmpose-pipeline", ""
-    set_metadata(proto, onnx_metadata(variant, weights, export_cfg))
+    set_metadata(proto, onnx_metadata(spec, weights, export_cfg.dynamic_batch))
     onnx.checker.check_model(proto)
-    check_io(proto, variant, "exported model")
+    check_io(proto, spec, "exported model")
     onnx.save_model(proto, str(out_path))
     return proto

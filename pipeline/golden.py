@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.preprocess import crop, load_rgb, normalize
+from pipeline.spec import ModelSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -24,22 +25,25 @@ PHOTO_BOXES: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
 )
 
 
-def photo_inputs(input_hw: tuple[int, int]) -> np.ndarray:
-    """[P,3,H,W] float32 normalised crops of the bundled photos."""
-    crops = [normalize(crop(load_rgb(DATA_DIR / name), box, input_hw)[0]) for name, box in PHOTO_BOXES]
+def photo_inputs(spec: ModelSpec) -> np.ndarray:
+    """[P,3,H,W] float32 crops of the bundled photos, preprocessed as `spec` says."""
+    pre = spec.preprocess
+    crops = [normalize(crop(load_rgb(DATA_DIR / name), box, spec.input_hw, pre.bbox_padding)[0], pre)
+             for name, box in PHOTO_BOXES]
     return np.stack(crops)
 
 
 FIGURE_SEED = 1000  # apart from the demo's training (0) and held-out (1) seeds
 
 
-def figure_inputs(input_hw: tuple[int, int], count: int) -> np.ndarray:
-    """[count,3,H,W] float32 normalised procedural figure crops (the same ones for any config)."""
+def figure_inputs(spec: ModelSpec, count: int) -> np.ndarray:
+    """[count,3,H,W] float32 procedural figure crops (the same ones for any config), preprocessed as `spec` says."""
     from pipeline.demo.figures import render_batch
 
     if count == 0:
-        return np.zeros((0, 3, *input_hw), np.float32)
-    return np.stack([normalize(sample.image) for sample in render_batch(FIGURE_SEED, 0, count, input_hw)])
+        return np.zeros((0, 3, *spec.input_hw), np.float32)
+    return np.stack([normalize(sample.image, spec.preprocess)
+                     for sample in render_batch(FIGURE_SEED, 0, count, spec.input_hw)])
 
 
 def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarray:
@@ -48,7 +52,7 @@ def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarra
     return rng.standard_normal((count, 3, *input_hw)).astype(np.float32)
 
 
-def golden_inputs(input_hw: tuple[int, int], num_figures: int, num_random: int, seed: int) -> np.ndarray:
+def golden_inputs(spec: ModelSpec, num_figures: int, num_random: int, seed: int) -> np.ndarray:
     """Photos, then figures, then random tensors: the first photos + figures inputs are images."""
-    return np.concatenate([photo_inputs(input_hw), figure_inputs(input_hw, num_figures),
-                           random_inputs(input_hw, num_random, seed)])
+    return np.concatenate([photo_inputs(spec), figure_inputs(spec, num_figures),
+                           random_inputs(spec.input_hw, num_random, seed)])

@@ -15,30 +15,24 @@ from pipeline import backends
 from pipeline.benchmark import benchmark as run_benchmark
 from pipeline.calibration import calibration_inputs
 from pipeline.checkpoint import sha256_file
-from pipeline.config import ModelConfig, RunConfig
+from pipeline.config import RunConfig
 from pipeline.dropin import write_dropin
 from pipeline.errors import ConfigError, VerificationError
-from pipeline.evaluate import evaluate  # noqa: F401  the `evaluate` stage's step lives with its library
-from pipeline.export import export_onnx
+from pipeline.export import export_onnx, onnx_metadata
 from pipeline.golden import PHOTO_BOXES, golden_inputs
 from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
-from pipeline.onnx_io import check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.onnx_io import fixed_batch, get_metadata, load_onnx, save_onnx, set_metadata
+from pipeline.plan import model_config, spec_of
+from pipeline.plan import variant_entry as _variant_entry
 from pipeline.progress import progress_bar
 from pipeline.quantize import quantize_qdq
 from pipeline.simplify import simplify_onnx
-from pipeline.variants import parse_variant
+from pipeline.reference import reference_forward, sha256_of_source, supplied_onnx
 from pipeline.verify import check_execution_precision, compare, summary_lines
 from pipeline.versions import tool_versions
-from pipeline.weights import WeightsInfo, build_reference_model, is_onnx, resolve_path
+from pipeline.weights import WeightsInfo, build_reference_model
 
 ARTIFACT_META = "artifact.json"
-
-
-def _variant_entry(cfg: RunConfig, variant: str) -> dict:
-    if variant not in cfg.plan["variants"]:
-        raise ConfigError(f"variant {variant!r} is not in the plan (model={cfg.model.name}); "
-                          f"set model={variant} or pick one of {', '.join(cfg.plan['variants'])}")
-    return cfg.plan["variants"][variant]
 
 
 def _job_entry(cfg: RunConfig, job: str) -> dict:
@@ -46,14 +40,6 @@ def _job_entry(cfg: RunConfig, job: str) -> dict:
         raise ConfigError(f"job {job!r} is not in the plan; choose one of {', '.join(cfg.plan['jobs'])} "
                           "or change model/targets")
     return cfg.plan["jobs"][job]
-
-
-def model_config(cfg: RunConfig, variant_name: str) -> ModelConfig:
-    """The model config of a planned variant: `model` itself, or an extra variant's planned weights."""
-    if variant_name == cfg.model.name:
-        return cfg.model
-    checkpoint = _variant_entry(cfg, variant_name)["checkpoint"]
-    return ModelConfig(name=variant_name, checkpoint=checkpoint, synthetic_seed=cfg.model.synthetic_seed)
 
 
 def _require(path: str | Path, stage: str, name: str) -> Path:
@@ -65,58 +51,44 @@ def _require(path: str | Path, stage: str, name: str) -> Path:
     return path
 
 
-def _onnx_weights_info(model: ModelConfig) -> WeightsInfo:
-    path = resolve_path(model.checkpoint)
-    return WeightsInfo("onnx", "onnx", model.checkpoint, sha256_file(path) if path.is_file() else "")
-
-
 def reference(cfg: RunConfig, variant_name: str) -> Path:
     """Golden inputs and the reference outputs: PyTorch, or the supplied ONNX in plain onnxruntime."""
     paths = _variant_entry(cfg, variant_name)
-    variant = parse_variant(variant_name)
-    model_cfg = model_config(cfg, variant_name)
-    inputs = golden_inputs(variant.input_hw, cfg.verify.num_figures, cfg.verify.num_random, cfg.verify.seed)
-    if is_onnx(model_cfg):
-        source = load_onnx(resolve_path(model_cfg.checkpoint))
-        check_variant(source, variant, f"model.checkpoint={model_cfg.checkpoint}")
-        outputs = run_fp32(source, inputs)
-    else:
-        model, _, _ = build_reference_model(model_cfg)
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        with torch.no_grad():
-            simcc_x, simcc_y = model(torch.from_numpy(inputs))
-        outputs = {"simcc_x": simcc_x.numpy(), "simcc_y": simcc_y.numpy()}
+    inputs = golden_inputs(spec_of(cfg, variant_name), cfg.verify.num_figures, cfg.verify.num_random,
+                           cfg.verify.seed)
+    forward, _ = reference_forward(cfg, variant_name)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    outputs = forward(inputs)
     write_npz(paths["reference"], {"input": inputs, **outputs, "photo_count": np.array(len(PHOTO_BOXES))})
     return Path(paths["reference"])
 
 
 def export(cfg: RunConfig, variant_name: str) -> Path:
-    """PyTorch -> ONNX, or the supplied ONNX checked against the variant and re-labelled."""
+    """PyTorch -> ONNX, or the supplied ONNX brought to the contract and labelled with its description."""
     paths = _variant_entry(cfg, variant_name)
-    variant = parse_variant(variant_name)
+    spec = spec_of(cfg, variant_name)
     model_cfg = model_config(cfg, variant_name)
     with atomic_path(paths["export"]) as tmp:
-        if is_onnx(model_cfg):
-            proto = load_onnx(resolve_path(model_cfg.checkpoint))
-            check_variant(proto, variant, f"model.checkpoint={model_cfg.checkpoint}")
-            info = _onnx_weights_info(model_cfg)
-            metadata = {**get_metadata(proto), "variant": variant.name, "weights_source": "onnx",
-                        "checkpoint_sha256": info.sha256}
+        if paths["from_onnx"]:
+            proto = supplied_onnx(model_cfg, spec)
+            info = WeightsInfo("onnx", "onnx", model_cfg.checkpoint, sha256_of_source(model_cfg))
+            metadata = {**get_metadata(proto), **onnx_metadata(spec, info, fixed_batch(proto) is None, ("onnx",))}
             set_metadata(proto, metadata)
             save_onnx(proto, tmp)
         else:
-            model, _, info = build_reference_model(model_cfg)
-            export_onnx(model, variant, info, cfg.export, tmp)
+            model, info = build_reference_model(model_cfg, spec)
+            export_onnx(model, spec, info, cfg.export, tmp)
     return Path(paths["export"])
 
 
 def simplify(cfg: RunConfig, variant_name: str) -> Path:
     """Simplify the export and accept the result only if it computes the same outputs."""
     paths = _variant_entry(cfg, variant_name)
-    variant = parse_variant(variant_name)
+    spec = spec_of(cfg, variant_name)
     inputs = read_npz(_require(paths["reference"], "reference", variant_name))["input"]
     with atomic_path(paths["simplified"], is_dir=True) as tmp:
-        report = simplify_onnx(load_onnx(_require(paths["export"], "export", variant_name)), variant, cfg.simplify, inputs, tmp / "model.onnx")
+        source = load_onnx(_require(paths["export"], "export", variant_name))
+        report = simplify_onnx(source, spec, cfg.simplify, inputs, tmp / "model.onnx")
         write_json(tmp / "simplify.json", report)
     return Path(paths["simplified_onnx"])
 
@@ -126,7 +98,7 @@ def calibration(cfg: RunConfig, variant_name: str) -> Path:
     if variant_name not in cfg.plan["calibrations"]:
         raise ConfigError(f"variant {variant_name!r} has no INT8 target in the plan; nothing to calibrate")
     paths = cfg.plan["calibrations"][variant_name]
-    inputs = calibration_inputs(cfg.calibration, parse_variant(variant_name).input_hw)
+    inputs = calibration_inputs(cfg.calibration, spec_of(cfg, variant_name))
     write_npz(paths["calibration"], {"input": inputs})
     print(f"calibration {variant_name}: {len(inputs)} samples from {cfg.calibration.source}")
     return Path(paths["calibration"])
@@ -162,7 +134,7 @@ def build(cfg: RunConfig, job: str) -> Path:
             "onnx_metadata": get_metadata(load_onnx(source)),
             "tool_versions": tool_versions(*getattr(module, "TOOLS", (target.backend,)), "onnx"),
         })
-        write_dropin(tmp, target, entry["variant"], get_metadata(load_onnx(source)))
+        write_dropin(tmp, target, spec_of(cfg, entry["variant"]), get_metadata(load_onnx(source)))
     return Path(entry["artifact"])
 
 
@@ -204,7 +176,7 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
         runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
         runners[target_name], settings[target_name] = runner, runner.settings
     with progress_bar(max(1, cfg.benchmark.iterations // 5), f"benchmark {variant_name}") as advance:
-        results = run_benchmark(runners, parse_variant(variant_name).input_hw, cfg.benchmark, advance)
+        results = run_benchmark(runners, spec_of(cfg, variant_name).input_hw, cfg.benchmark, advance)
     for target_name, result in results.items():
         result["runtime_settings"] = settings[target_name]
         drift = read_metrics(jobs[target_name]["metrics"]).get("keypoints", {}).get("confident", {})

@@ -10,13 +10,13 @@ from collections import OrderedDict
 
 import torch
 
-from pipeline.variants import Variant
+from pipeline.spec import ModelSpec
 
 
-def synthetic_state_dict(variant: Variant, seed: int) -> "OrderedDict[str, torch.Tensor]":
-    """Seeded random weights: what the pipeline uses when no checkpoint is given."""
+def synthetic_state_dict(spec: ModelSpec, seed: int) -> "OrderedDict[str, torch.Tensor]":
+    """Seeded random weights for the network of `spec`: what the pipeline uses when no checkpoint is given."""
     generator = torch.Generator().manual_seed(seed)
-    model = variant.build_model()
+    model = spec.build_model()
     state = model.state_dict()
     for key, value in state.items():
         if not value.is_floating_point():

@@ -25,7 +25,8 @@ from pipeline.config import RunConfig, load_config
 from pipeline.export import export_onnx
 from pipeline.golden import golden_inputs
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import Variant, parse_variant
+from pipeline.presets import preset_spec
+from pipeline.spec import ModelSpec
 from pipeline.weights import build_reference_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +42,12 @@ FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32")
 @pytest.fixture(scope="session")
 def t_cfg(tmp_path_factory) -> RunConfig:
     """The composed config for synthetic rtmpose-t, outputs redirected to a temporary directory."""
-    return load_config(["model.checkpoint=null", f"out_dir={tmp_path_factory.mktemp('out')}"])
+    return load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path_factory.mktemp('out')}"])
 
 
 @pytest.fixture(scope="session")
-def t_variant() -> Variant:
-    return parse_variant(VARIANT)
+def t_variant() -> ModelSpec:
+    return preset_spec(VARIANT)
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +57,14 @@ def t_state_dict(t_variant) -> "OrderedDict[str, torch.Tensor]":
 
 @pytest.fixture(scope="session")
 def t_model(t_cfg) -> torch.nn.Module:
-    model, _, _ = build_reference_model(t_cfg.model)
+    model, _ = build_reference_model(t_cfg.model, preset_spec(VARIANT))
     return model
 
 
 @pytest.fixture(scope="session")
 def golden(t_variant) -> np.ndarray:
     """Three photo crops, one procedural figure and one seeded random tensor, [5,3,256,192] float32."""
-    return golden_inputs(t_variant.input_hw, num_figures=1, num_random=1, seed=0)
+    return golden_inputs(t_variant, num_figures=1, num_random=1, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +75,7 @@ def torch_outputs(t_model, golden) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def t_onnx(t_cfg, t_model, t_variant, tmp_path_factory) -> Path:
     """rtmpose-t exported with the default export config (opset 17, dynamic batch)."""
-    _, _, info = build_reference_model(t_cfg.model)
+    _, info = build_reference_model(t_cfg.model, t_variant)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(t_model, t_variant, info, t_cfg.export, path)
     return path
@@ -152,7 +153,7 @@ def _mmengine_importable():
         del sys.modules[module.__name__]
 
 
-def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> dict:
+def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: ModelSpec) -> dict:
     """What mmengine's runner saves: numpy values in meta and training state next to the weights."""
     k = variant.num_keypoints
     buffers = ("running_mean", "running_var", "num_batches_tracked")
@@ -170,7 +171,7 @@ def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> 
         "seed": np.int64(21),
         "cfg": "model = dict(type='TopdownPoseEstimator', ...)",
         "dataset_meta": {
-            "dataset_name": variant.keypoints,
+            "dataset_name": variant.keypoints.dataset_name,
             "num_keypoints": k,
             "keypoint_id2name": dict(enumerate(variant.keypoint_names)),
             "sigmas": np.full(k, 0.079, dtype=np.float32),
@@ -195,7 +196,7 @@ def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> 
 CHECKPOINT_FORMS = ("mmpose-zip", "mmpose-legacy", "state_dict", "state_dict-module.", "state_dict-model.")
 
 
-def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor], variant: Variant) -> Path:
+def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor], variant: ModelSpec) -> Path:
     """Write weights in one of CHECKPOINT_FORMS, or as a whole pickled model ("pickled-model")."""
     path = Path(path)
     if form.startswith("mmpose"):

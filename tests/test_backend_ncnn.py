@@ -20,7 +20,7 @@ from pipeline.config import ExportConfig  # noqa: E402
 from pipeline.errors import ConfigError, InputError  # noqa: E402
 from pipeline.export import export_onnx  # noqa: E402
 from pipeline.synthetic import synthetic_state_dict  # noqa: E402
-from pipeline.variants import parse_variant  # noqa: E402
+from pipeline.presets import preset_spec  # noqa: E402
 from pipeline.verify import check_execution_precision  # noqa: E402
 from pipeline.weights import WeightsInfo  # noqa: E402
 
@@ -33,7 +33,7 @@ FP16_ATOL = 1e-2
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ncnn")
-    variant = parse_variant(VARIANT)
+    variant = preset_spec(VARIANT)
     model = variant.build_model()
     model.load_state_dict(synthetic_state_dict(variant, 0))
     model.eval()

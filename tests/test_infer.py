@@ -34,7 +34,7 @@ BOX = (20.0, 10.0, 370.0, 512.0)
 def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
     """cfg with the fp32 artifacts built by `steps.build` from an exported ONNX; built once per test session
     (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
-    cfg = load_config(["model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
+    cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
     simplified = Path(cfg.plan["variants"][VARIANT]["simplified_onnx"])
     simplified.parent.mkdir(parents=True)
     shutil.copyfile(onnx_path, simplified)

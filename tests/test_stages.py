@@ -15,9 +15,9 @@ import pytest
 from conftest import (FP32_TARGETS, VARIANT, files_under, renamed, run_python, run_stage, sha256,
                       write_checkpoint)
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 
-SYNTHETIC = ("model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
+SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 JOBS = [f"{VARIANT}.{target}" for target in FP32_TARGETS]
 
 
@@ -81,7 +81,7 @@ def test_artifact_records_its_source(target, chain):
 
 def test_python_m_pipeline_runs_the_whole_chain(tmp_path):
     out = tmp_path / "out"
-    result = run_python("-m", "pipeline", "model.checkpoint=null", "targets=[onnxruntime-fp32]", f"out_dir={out}",
+    result = run_python("-m", "pipeline", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "targets=[onnxruntime-fp32]", f"out_dir={out}",
                         f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{VARIANT}.onnxruntime-fp32" in result.stdout and "passed" in result.stdout
@@ -94,7 +94,7 @@ def test_python_m_pipeline_runs_the_whole_chain(tmp_path):
 
 
 def pickled_model(tmp_path: Path) -> Path:
-    variant = parse_variant(VARIANT)
+    variant = preset_spec(VARIANT)
     return write_checkpoint(tmp_path / "model.pth", "pickled-model", synthetic_state_dict(variant, 0), variant)
 
 
@@ -134,7 +134,7 @@ def test_bad_input_exits_1_with_one_error_line_and_no_output(case, tmp_path, t_o
     if case == "onnx with wrong io":  # valid ONNX, first output called `output`: rtmlib reads it, we refuse it
         onnx.save_model(renamed(onnx.load(str(t_onnx)), "simcc_x", "output"), str(inputs / "renamed.onnx"))
     out = tmp_path / "out"
-    result = run_stage(stage, name, "model.checkpoint=null", *overrides(inputs), f"out_dir={out}", cwd=tmp_path)
+    result = run_stage(stage, name, "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", *overrides(inputs), f"out_dir={out}", cwd=tmp_path)
     assert_one_error_line(result, fragment)
     assert files_under(out) == []
     assert sorted(p.name for p in tmp_path.iterdir()) in (["inputs"], ["inputs", "out"])

@@ -22,6 +22,7 @@ from pipeline.backends import Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
+from pipeline.onnx_io import run_in_chunks
 from pipeline.quantize import activations_to_uint8, float_nodes
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -73,6 +74,8 @@ class Runner:
         if self.session.get_providers()[0] != "CPUExecutionProvider":
             raise RuntimeMissingError(f"onnxruntime chose {self.session.get_providers()[0]}, not the CPU provider")
         self.inputs = {i.name: (i.type, i.shape) for i in self.session.get_inputs()}
+        batch = next(iter(self.inputs.values()))[1][0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         for name, (dtype, _) in self.inputs.items():
             if dtype != "tensor(float)":
@@ -82,5 +85,8 @@ class Runner:
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: shape for name, (_, shape) in self.inputs.items()})
-        outputs = self.session.run(self.output_names, dict(feeds))
+        return run_in_chunks(self._run, dict(feeds), self.fixed_batch)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, feeds)
         return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}

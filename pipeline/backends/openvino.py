@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.backends import Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.onnx_io import run_in_chunks
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MODEL_FILE = "model.xml"
@@ -97,6 +98,8 @@ class Runner:
         self.inputs = {port.any_name: [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
                        for port in self.compiled.inputs}
         self.output_names = [port.any_name for port in self.compiled.outputs]
+        batch = next(iter(self.inputs.values()))[0]
+        self.fixed_batch = batch if batch > 0 else None
         executed = self.execution_precisions()
         if target.precision == "fp16" and "fp16" not in executed:
             # f32 compute on f16 weights (CPU without f16 arithmetic): report the f16 weights.
@@ -120,5 +123,8 @@ class Runner:
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, self.inputs)
-        results = self.request.infer(dict(feeds))
+        return run_in_chunks(self._run, dict(feeds), self.fixed_batch)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer(feeds)
         return {name: np.asarray(results[name], dtype=np.float32) for name in self.output_names}

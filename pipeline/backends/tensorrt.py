@@ -29,7 +29,7 @@ from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
 from pipeline.hardware import gpu_fingerprint
-from pipeline.onnx_io import INPUT_NAME
+from pipeline.onnx_io import INPUT_NAME, run_in_chunks
 from pipeline.quantize import float_nodes
 
 PRECISIONS = ("fp16", "int8")
@@ -46,9 +46,11 @@ def _graph_for(onnx_path: Path, target: Target, cfg) -> bytes:
     return model.SerializeToString()
 
 
-def _input_hw(model_bytes: bytes) -> tuple[int, int]:
+def _input_shape(model_bytes: bytes) -> tuple[int | None, int, int]:
+    """(fixed batch or None, H, W) of the graph's image input."""
     dims = onnx.ModelProto.FromString(model_bytes).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[2].dim_value), int(dims[3].dim_value)
+    batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return batch, int(dims[2].dim_value), int(dims[3].dim_value)
 
 
 def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
@@ -69,10 +71,11 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         raise ConfigError(f"{target.name}: TensorRT could not parse the ONNX: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-    h, w = _input_hw(graph)
+    fixed, h, w = _input_shape(graph)
+    # A fixed-batch graph admits only its own batch; the runner feeds it in chunks of that size.
+    low, opt, high = (fixed, fixed, fixed) if fixed else (options.min_batch, options.opt_batch, options.max_batch)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (options.min_batch, 3, h, w), (options.opt_batch, 3, h, w),
-                      (options.max_batch, 3, h, w))
+    profile.set_shape(INPUT_NAME, (low, 3, h, w), (opt, 3, h, w), (high, 3, h, w))
     config.add_optimization_profile(profile)
     previous = Path(options.timing_cache) if options.timing_cache else None
     cache = config.create_timing_cache(previous.read_bytes() if previous and previous.is_file() else b"")
@@ -83,7 +86,7 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     (out_dir / ENGINE_FILE).write_bytes(bytes(engine))
     (out_dir / CACHE_FILE).write_bytes(bytes(config.get_timing_cache().serialize()))
     info = {"fingerprint": gpu_fingerprint(), "tensorrt": trt.__version__, "strongly_typed": True,
-            "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+            "profile": {"min": low, "opt": opt, "max": high},
             "precision": target.precision}
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir / ENGINE_FILE
@@ -126,8 +129,15 @@ class Runner:
         return counts
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
         check_feeds(feeds, self.inputs)
+        profile = self.settings["profile"]
+        total = len(feeds[INPUT_NAME])
+        # The engine takes batches within its optimization profile: larger ones go in chunks of its maximum.
+        chunk = profile["max"] if profile["min"] == profile["max"] or total > profile["max"] else None
+        return run_in_chunks(self._run, dict(feeds), chunk)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
         batch = torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])).cuda()
         self.context.set_input_shape(INPUT_NAME, tuple(batch.shape))
         self.context.set_tensor_address(INPUT_NAME, batch.data_ptr())

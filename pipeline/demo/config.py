@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
 from pipeline.errors import ConfigError
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 # Fields that only say where files go or how progress is shown; they never change the weights.
@@ -47,7 +47,7 @@ class TrainDemoConfig:
 
     def __post_init__(self) -> None:
         try:
-            parse_variant(self.variant)
+            preset_spec(self.variant)
         except ConfigError as exc:
             raise ConfigError(f"variant={self.variant!r}: {exc}") from None
         if self.batch_size < 2:

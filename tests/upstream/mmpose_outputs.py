@@ -58,11 +58,11 @@ class MMPoseRTMPose(torch.nn.Module):
 
 
 def main(variant_name, state_path, inputs_path, out_path):
-    from pipeline.variants import parse_variant
+    from pipeline.presets import preset_spec
 
-    variant = parse_variant(variant_name)
-    arch = variant.arch()
-    model = MMPoseRTMPose(arch.deepen_factor, arch.widen_factor, arch.num_keypoints, arch.input_hw).eval()
+    spec = preset_spec(variant_name)
+    model = MMPoseRTMPose(spec.backbone.deepen_factor, spec.backbone.widen_factor, spec.num_keypoints,
+                          spec.input_hw).eval()
     model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
     with torch.no_grad():
         simcc_x, simcc_y = model(torch.from_numpy(np.load(inputs_path)))
