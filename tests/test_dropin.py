@@ -15,7 +15,7 @@ from pipeline.errors import InputError
 from pipeline.golden import DATA_DIR
 from pipeline.infer import estimate, open_artifact
 from pipeline.preprocess import load_rgb
-from pipeline.variants import MEAN_RGB, STD_RGB
+from pipeline.spec import PreprocessSpec
 
 from conftest import VARIANT
 from test_infer import TARGETS, artifact_dir, build_fp32_artifacts
@@ -68,7 +68,7 @@ def test_pipeline_json_preprocessing_and_decode(built, target):
     assert transforms["TopDownGetBboxCenterScale"]["padding"] == 1.25
     assert transforms["TopDownAffine"]["image_size"] == [192, 256], "sizes are (W, H)"
     normalize = transforms["Normalize"]
-    assert (normalize["mean"], normalize["std"], normalize["to_rgb"]) == (list(MEAN_RGB), list(STD_RGB), True)
+    assert (normalize["mean"], normalize["std"], normalize["to_rgb"]) == (list(PreprocessSpec().mean), list(PreprocessSpec().std), True)
     assert tasks[1]["input_map"] == {"img": "input"} and tasks[1]["output_map"] == {}
     decode = tasks[2]
     assert decode["component"] == "SimCCLabelDecode"
