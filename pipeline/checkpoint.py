@@ -171,10 +171,11 @@ def _model_weights(state_dict: dict[str, Any], notes: list[str]) -> "OrderedDict
         state_dict = {k[len(STUDENT_PREFIX):]: v for k, v in state_dict.items() if k.startswith(STUDENT_PREFIX)}
     dropped = [k for k in state_dict if k.startswith("data_preprocessor.")]
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
-    widened = sorted({str(v.dtype).replace("torch.", "") for v in state_dict.values()
+    short = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+    widened = sorted({short.get(v.dtype, str(v.dtype)) for v in state_dict.values()
                       if v.is_floating_point() and v.dtype != torch.float32})
     if widened:
-        notes.append(f"widened {'/'.join(widened)} tensors to float32")
+        notes.append(f"converted {'/'.join(widened)} tensors to fp32")
     return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in state_dict.items())
 
 

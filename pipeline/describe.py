@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.model.rtmpose import P5_STAGES, stage_channels
 from pipeline.presets import SCALES, preset_spec, scale_of
 from pipeline.spec import (BackboneSpec, CodecSpec, HeadSpec, KeypointSpec, ModelSpec, NeckSpec, PreprocessSpec,
-                           generic_keypoint_names, safe_name, validate)
+                           feature_map_size, generic_keypoint_names, safe_name, validate)
 
 SDK_FILES = ("deploy.json", "pipeline.json")
 METADATA_SPEC_KEY = "model_spec"  # our ONNX metadata_props entry holding ModelSpec.to_dict() as JSON
@@ -197,13 +197,18 @@ def spec_from_shapes(state: Mapping[str, Any], name: str, split_ratio: float, in
     attention = "backbone.stage1.1.attention.fc.weight" in state
     k = int(final.shape[0])
     bins_x, bins_y = int(cls_x.shape[0]), int(cls_y.shape[0])
+    given = input_size is not None
     if input_size is None:
         if bins_x % split_ratio or bins_y % split_ratio:
             raise InputError(f"model.checkpoint={source}: SimCC bins {bins_x}x{bins_y} do not fit split ratio "
                              f"{split_ratio}; set model.simcc_split_ratio (and model.input_size=[W,H])")
         input_size = (int(bins_x / split_ratio), int(bins_y / split_ratio))
     w, h = input_size
-    if (w // 32) * (h // 32) != flat or int(w * split_ratio) != bins_x or int(h * split_ratio) != bins_y:
+    fw, fh = feature_map_size((w, h))
+    if fw * fh != flat or int(w * split_ratio) != bins_x or int(h * split_ratio) != bins_y:
+        if given:
+            raise ConfigError(f"model.input_size={[w, h]} contradicts model.checkpoint={source}: its head has "
+                              f"{bins_x}x{bins_y} SimCC bins and {flat} tokens")
         raise InputError(f"model.checkpoint={source}: its head has {bins_x}x{bins_y} SimCC bins and {flat} tokens, "
                          f"which input size {w}x{h} at split ratio {split_ratio} does not give; set "
                          "model.input_size=[W,H] and model.simcc_split_ratio to the values it was trained with")
@@ -220,7 +225,7 @@ def spec_from_shapes(state: Mapping[str, Any], name: str, split_ratio: float, in
     backbone = BackboneSpec(deepen_factor=_deepen_factor(blocks), widen_factor=widen, expand_ratio=expand,
                             channel_attention=attention, out_indices=out_indices)
     head = HeadSpec(type="RTMWHead" if rtmw else "RTMCCHead", in_channels=int(final.shape[1]), out_channels=k,
-                    in_featuremap_size=(w // 32, h // 32), final_layer_kernel_size=int(final.shape[-1]),
+                    in_featuremap_size=(fw, fh), final_layer_kernel_size=int(final.shape[-1]),
                     hidden_dims=int(hidden), s=int(gamma.shape[1]),
                     expansion_factor=int((uv.shape[0] - gamma.shape[1]) // 2 // hidden))
     return ModelSpec(name=name, backbone=backbone, neck=neck, head=head,

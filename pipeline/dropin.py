@@ -177,12 +177,16 @@ def write_zip(path: Path, members: dict[str, bytes | Path]) -> Path:
     return path
 
 
-def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec, onnx_metadata: dict[str, str],
+def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str, onnx_metadata: dict[str, str],
                  opset: int | None = None) -> list[Path]:
     """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX
-    artifacts); return the paths written. `opset` is read from the artifact's ONNX when it has one."""
+    artifacts); return the paths written. `spec` is the model's description (or a preset name); `opset`
+    is read from the artifact's ONNX when it has one."""
+    from pipeline.presets import preset_spec
+
     artifact_dir = Path(artifact_dir)
     target = get_target(target) if isinstance(target, str) else target
+    spec = preset_spec(spec) if isinstance(spec, str) else spec
     recorded = onnx_metadata.get("variant")
     if recorded and recorded != spec.name:
         raise InputError(f"{artifact_dir}: the ONNX metadata says {recorded}, not {spec.name}")

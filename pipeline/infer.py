@@ -221,6 +221,7 @@ def open_artifact(path: str | Path, cfg, preset: str | None = None) -> LoadedArt
                              f"{spec.input_hw[1]}x{spec.input_hw[0]}, not --model {preset}; drop --model or fix it")
         if spec.keypoint_names == generic_keypoint_names(spec.num_keypoints):
             spec = dataclasses.replace(spec, keypoints=named.keypoints)
+        spec = spec.renamed(preset)
     spec = spec or named
     module = backends.get(target.backend)
     with tempfile.TemporaryDirectory(prefix="infer-") as scratch:

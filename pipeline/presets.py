@@ -14,7 +14,8 @@ import re
 from pipeline.errors import ConfigError
 from pipeline.keypoints import KEYPOINT_SETS, skeleton_for
 from pipeline.model.rtmpose import stage_channels
-from pipeline.spec import (BackboneSpec, CodecSpec, HeadSpec, KeypointSpec, ModelSpec, PreprocessSpec)
+from pipeline.spec import (BackboneSpec, CodecSpec, HeadSpec, KeypointSpec, ModelSpec, PreprocessSpec,
+                           feature_map_size)
 
 SCALES: dict[str, tuple[float, float]] = {
     "t": (0.167, 0.375),
@@ -57,7 +58,7 @@ def rtmpose_spec(name: str, scale: str, keypoint_set: str, input_hw: tuple[int, 
         name=name,
         backbone=BackboneSpec(deepen_factor=deepen, widen_factor=widen),
         head=HeadSpec(type="RTMCCHead", in_channels=stage_channels(widen)[4], out_channels=len(names),
-                      in_featuremap_size=(w // 32, h // 32)),
+                      in_featuremap_size=feature_map_size((w, h))),
         codec=CodecSpec(input_size=(w, h)),
         preprocess=PreprocessSpec(),
         keypoints=KeypointSpec(dataset_name=keypoint_set, names=names, skeleton=skeleton_for(names)),

@@ -222,20 +222,32 @@ def safe_name(text: str) -> str:
     return cleaned or "model"
 
 
+def feature_map_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) of CSPNeXt's stride-32 map: five stride-2 3x3 convolutions with padding 1 round up.
+
+    mmpose's configs write `in_featuremap_size=tuple(s // 32 for s in input_size)`, equal to this for
+    multiples of 32 (every released size); a model trained at another size had to set the rounded-up one."""
+    return tuple(-(-int(s) // 32) for s in input_size)  # type: ignore[return-value]
+
+
 def validate(spec: ModelSpec) -> None:
     """Cross-field rules of the networks we build; each error names the field and the fix."""
     check_name(spec.name, "model.name")
     h, w = spec.input_hw
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ConfigError(f"{spec.name}: input size {w}x{h} (W x H) must be positive multiples of 32 "
-                          "(CSPNeXt downsamples by 32); set model.input_size=[W,H]")
+    if h < 32 or w < 32:
+        raise ConfigError(f"{spec.name}: input size {w}x{h} (W x H) must be at least 32 pixels each way; "
+                          "set model.input_size=[W,H]")
     if spec.head is not None:
         if spec.head.type not in HEAD_TYPES:
             raise ConfigError(f"{spec.name}: head type {spec.head.type!r} is not supported; "
                               f"supported: {', '.join(HEAD_TYPES)}")
-        if tuple(spec.head.in_featuremap_size) != (w // 32, h // 32):
+        expected = feature_map_size((w, h))
+        if tuple(spec.head.in_featuremap_size) != expected:
             raise ConfigError(f"{spec.name}: head.in_featuremap_size {list(spec.head.in_featuremap_size)} does not "
-                              f"fit input size {w}x{h} (expected [{w // 32}, {h // 32}])")
+                              f"fit input size {w}x{h}: CSPNeXt gives a {expected[0]}x{expected[1]} map")
+        if spec.head.type == "RTMWHead" and (h % 32 or w % 32):
+            raise ConfigError(f"{spec.name}: RTMW joins its stride-16 and upsampled stride-32 maps, which needs an "
+                              f"input size in multiples of 32, not {w}x{h}")
         if spec.head.out_channels != spec.num_keypoints:
             raise ConfigError(f"{spec.name}: {spec.num_keypoints} keypoint names for {spec.head.out_channels} "
                               "keypoints; set model.keypoint_names to a list of exactly that many names")

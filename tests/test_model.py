@@ -50,13 +50,18 @@ def test_tiny_model_gives_simcc_shapes(keypoints, hw):
         assert tuple(simcc_y.shape) == (n, k, 2 * h)
 
 
-def test_input_size_must_be_a_multiple_of_32():
+def test_the_head_must_fit_the_stride_32_map_of_the_input_size():
     from pipeline.spec import validate
 
     spec = preset_spec("rtmpose-t_coco17_256x192")
-    bad = dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=(192, 250)))
-    with pytest.raises(ConfigError, match="multiples of 32"):
-        validate(bad)
+    odd = dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=(240, 320)))
+    with pytest.raises(ConfigError, match=r"does not fit input size 240x320: CSPNeXt gives a 8x10 map"):
+        validate(odd)  # 240 // 32 = 7 tokens across, but the convolutions round up to 8
+    fitted = dataclasses.replace(odd, head=dataclasses.replace(spec.head, in_featuremap_size=(8, 10)))
+    validate(fitted)
+    with torch.no_grad():
+        simcc_x, simcc_y = fitted.build_model().eval()(torch.zeros(1, 3, 320, 240))
+    assert simcc_x.shape == (1, 17, 480) and simcc_y.shape == (1, 17, 640)
 
 
 OFFICIAL_KEYS = (

@@ -110,8 +110,8 @@ BAD_INPUTS = {
                            "does not exist"),
     "corrupt checkpoint": ("reference", VARIANT, lambda d: [f"model.checkpoint={corrupt_file(d)}"], "corrupt"),
     "pickled model": ("reference", VARIANT, lambda d: [f"model.checkpoint={pickled_model(d)}"], "trust_pickle"),
-    "onnx with wrong io": ("export", VARIANT, lambda d: [f"model.checkpoint={d / 'renamed.onnx'}"],
-                           "does not have the I/O"),
+    "onnx with wrong io": ("export", VARIANT, lambda d: [f"model.checkpoint={d / 'one_output.onnx'}"],
+                           "expected two SimCC outputs"),
     "unknown model": ("reference", VARIANT, lambda d: ["model=rtmpose-q_coco17_256x192"],
                       "rtmpose-q_coco17_256x192"),
     "unknown target": ("build", f"{VARIANT}.nope-fp32", lambda d: ["targets=[nope-fp32]"], "nope-fp32"),
@@ -131,8 +131,10 @@ def test_bad_input_exits_1_with_one_error_line_and_no_output(case, tmp_path, t_o
     stage, name, overrides, fragment = BAD_INPUTS[case]
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    if case == "onnx with wrong io":  # valid ONNX, first output called `output`: rtmlib reads it, we refuse it
-        onnx.save_model(renamed(onnx.load(str(t_onnx)), "simcc_x", "output"), str(inputs / "renamed.onnx"))
+    if case == "onnx with wrong io":  # a valid ONNX that gives simcc_x only: not a SimCC pose model
+        model = onnx.load(str(t_onnx))
+        del model.graph.output[1]
+        onnx.save_model(model, str(inputs / "one_output.onnx"))
     out = tmp_path / "out"
     result = run_stage(stage, name, "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", *overrides(inputs), f"out_dir={out}", cwd=tmp_path)
     assert_one_error_line(result, fragment)

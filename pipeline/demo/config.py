@@ -75,6 +75,15 @@ class TrainDemoConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _PRESENTATION}
 
 
+def default_train_demo_config() -> TrainDemoConfig:
+    """`conf/train_demo.yaml` as written, without overrides; read without Hydra, so a running Hydra app
+    (`python -m pipeline`) can call it."""
+    import yaml
+
+    raw = yaml.safe_load((CONF_DIR / "train_demo.yaml").read_text(encoding="utf-8")) or {}
+    return to_schema(TrainDemoConfig, raw, "conf/train_demo.yaml")
+
+
 def load_train_demo_config(overrides: Sequence[str] = ()) -> TrainDemoConfig:
     """Compose `train_demo.yaml` with Hydra overrides and validate it against `TrainDemoConfig`."""
     fields = ", ".join(f.name for f in dataclasses.fields(TrainDemoConfig))

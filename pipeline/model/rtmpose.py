@@ -283,9 +283,6 @@ class RTMPose(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        h, w = spec.input_hw
-        if h % 32 or w % 32:
-            raise ValueError(f"input size {h}x{w} must be a multiple of 32 in both dimensions")
         self.spec = spec
         self.backbone = CSPNeXt(spec.backbone)
         self.neck = CSPNeXtPAFPN(spec.neck) if spec.neck is not None else None
