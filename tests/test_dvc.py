@@ -108,7 +108,7 @@ def test_second_repro_reruns_nothing(reproduced, repo):
 def test_exp_run_composes_conf_through_hydra(reproduced, repo):
     for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "repro"]):
         assert run(args, repo).returncode == 0
-    result = dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+    result = dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
                  "-S", "simplify.atol=0.001", "verify", root=repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["targets"] == ["onnxruntime-fp32"] and params["simplify"]["atol"] == 0.001
@@ -120,7 +120,7 @@ def test_exp_run_composes_conf_through_hydra(reproduced, repo):
 
 def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo):
     """`-S key=a,b` queues one experiment per value, each composed from conf/ by DVC; two workers run them."""
-    dvc("exp", "run", "--queue", "-S", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+    dvc("exp", "run", "--queue", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
         "-S", "simplify.atol=0.002,0.003", "verify", root=repo)
     assert "Started '2' new experiments task queue workers" in dvc("queue", "start", "-j", "2", root=repo).stdout
     deadline = time.monotonic() + 240
