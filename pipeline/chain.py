@@ -4,7 +4,8 @@ Every job is built and verified even if others fail, and a failure stays with th
 a variant whose reference/export/simplify fails fails its jobs; a calibration set that cannot be
 made, or a quantization that fails, fails the INT8 jobs only; a build or verification fails its
 job. Each failure is recorded as the job's metrics file (`passed: false` with the one-line reason),
-so the report shows it, and the results list says it. The default calibration set (the demo's
+so the report shows it, and the results list says it. The verified artifacts are then released
+(pipeline/release.py). The default calibration set (the demo's
 COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
 """
 
@@ -88,6 +89,10 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
                 results.append((job, PASSED))
             except PipelineError as exc:
                 results.append((job, f"{FAILED}: {exc}"))
+    from pipeline.release import release
+
+    for variant in cfg.plan["variants"]:
+        release(cfg, variant)  # what passed, whatever else failed
     for variant in cfg.plan["evaluations"]:
         try:
             evaluate(cfg, variant)

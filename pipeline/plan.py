@@ -34,6 +34,7 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
         "variant_dir": str(root),
         "benchmark": str(PurePosixPath(out_dir) / "benchmarks" / f"{variant}.json"),
         "evaluate": str(PurePosixPath(out_dir) / "evaluate" / f"{variant}.json"),
+        "release": str(PurePosixPath(out_dir) / "release" / variant),
     }
 
 

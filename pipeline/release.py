@@ -27,10 +27,6 @@ MANIFEST = "manifest.json"
 FIGURES = ("rule", "tolerance_rule", "keypoints", "execution_precision")
 
 
-def release_dir(cfg, variant: str) -> Path:
-    return Path(cfg.out_dir) / "release" / variant
-
-
 def _metrics(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -61,7 +57,7 @@ def release(cfg, variant: str) -> Path:
     entry = variant_entry(cfg, variant)
     shipped: dict[str, Any] = {}
     withheld: dict[str, str] = {}
-    final = release_dir(cfg, variant)
+    final = Path(entry["release"])
     with atomic_path(final, is_dir=True) as tmp:
         for job in entry["jobs"]:
             job_entry = cfg.plan["jobs"][job]

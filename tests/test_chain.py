@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, VARIANT, run_python
+from conftest import REPO_ROOT, VARIANT, run_python, sha256
 
 PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none"]
 
@@ -41,6 +41,17 @@ def test_a_failed_build_and_a_missing_calibration_set_fail_only_their_jobs(tmp_p
     report = (tmp_path / "artifacts" / "report" / "report.md").read_text()
     assert "no annotations.json" in report and "NoSuchLayer" in report  # the reasons reach the report
     assert metrics(tmp_path, "onnxruntime-fp32")["passed"] is True
+    # Only the verified artifact ships.
+    release = tmp_path / "artifacts" / "release" / VARIANT
+    assert sorted(p.name for p in release.iterdir()) == ["manifest.json", "onnxruntime-fp32"]
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert list(manifest["targets"]) == ["onnxruntime-fp32"]
+    shipped = manifest["targets"]["onnxruntime-fp32"]
+    assert {"model.onnx", "rtmlib.zip", "deploy.json", "pipeline.json", "artifact.json"} <= set(shipped["files"])
+    assert shipped["files"]["model.onnx"] == sha256(release / "onnxruntime-fp32" / "model.onnx")
+    assert shipped["verification"]["outputs"]["simcc_x"]["cosine"] > 0.999
+    assert set(manifest["withheld"]) == {"ncnn-fp16", "openvino-int8"}
+    assert "NoSuchLayer" in manifest["withheld"]["ncnn-fp16"]
 
 
 @pytest.mark.slow
