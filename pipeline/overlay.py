@@ -7,11 +7,12 @@ crops stored in `reference.npz` (the exact inputs verify compared), SimCC is dec
 original photo, which each panel shows over the region the model saw. Keypoints with score <= 0 are
 not drawn (mmpose marks them invalid). Limbs are the description's skeleton (the file's
 `dataset_meta.skeleton_links`, or COCO-17's for presets that begin with it); without one, points only.
-Same inputs, same bytes: fixed size and dpi, no Software/date metadata in the PNG.
+Same inputs, same bytes: fixed size and dpi, no Software/date metadata in the PNG. Text is never mathtext.
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ STATUS_COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "reference": "#24292f
 LIMB_COLORS = {"left": "#2f81f7", "right": "#f0883e", "center": "#3fb950"}
 PANEL_IN = (2.0, 2.55)  # inches per panel (width, height) at DPI: fixed, so equal inputs give equal bytes
 DPI = 100
+ERROR_WRAP_CHARS = 34  # characters per line of an error message in a panel (fontsize 7)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def draw_grid(columns: list[Column], spec: ModelSpec, path: Path, title: str) ->
     images = {name: load_rgb(DATA_DIR / name) for name, _ in PHOTO_BOXES}
     rows, cols = len(PHOTO_BOXES), len(columns)
     reference = columns[0]
-    with style.context("default"), rc_context({"font.size": 8, "font.family": "DejaVu Sans"}):
+    # text.parse_math off: labels and error messages are data (names from files), never mathtext.
+    with style.context("default"), rc_context({"font.size": 8, "font.family": "DejaVu Sans", "text.parse_math": False}):
         fig = Figure(figsize=(PANEL_IN[0] * cols, PANEL_IN[1] * rows + 0.45), dpi=DPI)
         axes = fig.subplots(rows, cols, squeeze=False)
         fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / (PANEL_IN[1] * rows + 0.45),
@@ -119,8 +122,10 @@ def draw_grid(columns: list[Column], spec: ModelSpec, path: Path, title: str) ->
                     ax.text(0.02, 0.02, f"{name} #{r}", transform=ax.transAxes, color="white", fontsize=7,
                             va="bottom", bbox={"facecolor": "black", "alpha": 0.5, "linewidth": 0, "pad": 1.5})
                 if column.keypoints is None:
-                    ax.text(0.5, 0.5, column.error or "no output", transform=ax.transAxes, ha="center",
-                            va="center", wrap=True, color="white", fontsize=7,
+                    # Wrapped here, not by matplotlib: its wrap=True measures lines as mathtext whenever they
+                    # hold two `$`, whatever text.parse_math says (3.11), and an error message is data.
+                    ax.text(0.5, 0.5, textwrap.fill(column.error or "no output", ERROR_WRAP_CHARS),
+                            transform=ax.transAxes, ha="center", va="center", color="white", fontsize=7,
                             bbox={"facecolor": "#cf222e", "alpha": 0.8, "linewidth": 0})
                     continue
                 if c and reference.keypoints is not None:
