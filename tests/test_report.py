@@ -317,9 +317,16 @@ def test_figure_text_is_never_mathtext(hostile, tmp_path):
     texts = [t for t in fig.findobj(Text) if "$" in t.get_text()]
     assert len(texts) >= 3 and not any(t.get_parse_math() for t in texts)
     save_figure(fig, tmp_path / "pareto.png")  # typesetting BAD_MATH would raise ValueError here
-    hw = (256, 192)
+    import dataclasses
+
+    from pipeline.presets import preset_spec
+    from pipeline.spec import KeypointSpec
+
+    spec = preset_spec(VARIANT)
+    names = tuple(KEYPOINT_NAMES) + tuple(f"k{i}" for i in range(len(KEYPOINT_NAMES), 17))
+    spec = dataclasses.replace(spec, keypoints=KeypointSpec(BAD_MATH, names, ((0, 1), (2, 3))))
     columns = [Column(BAD_MATH, "reference", error=MATH), Column(SCRIPT, "failed", error=f"could not run: {BAD_MATH}")]
-    draw_grid(columns, tuple(KEYPOINT_NAMES), hw, tmp_path / "overlay.png", f"{BAD_MATH}: keypoints")
+    draw_grid(columns, spec, tmp_path / "overlay.png", f"{BAD_MATH}: keypoints")
     assert cv2.imread(str(tmp_path / "overlay.png")) is not None
 
 
