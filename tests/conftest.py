@@ -2,7 +2,9 @@
 
 Everything a test writes goes under pytest's tmp directories; nothing touches artifacts/ or params.yaml.
 Helpers write checkpoints in the forms users hold them (mmpose zip/legacy, bare state_dict, pickled
-model) and run entry points as subprocesses, the way DVC and users run them.
+model) and run entry points as subprocesses, the way DVC and users run them. Files made by mmpose's
+own code (every RTMPose-family kind and file layout) come from the `mmpose_files` fixture
+(tests/mmpose_files.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import onnx
 import pytest
 import torch
 
+from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-made model files)
 from pipeline.config import RunConfig, load_config
 from pipeline.export import export_onnx
 from pipeline.golden import golden_inputs
