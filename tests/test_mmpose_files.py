@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmpose_files import KINDS, file_name, make_files, read_pickle_view, safe_load
-from pipeline.golden import photo_inputs
+from mmpose_files import KINDS, file_name, make_files, photo_crops, read_pickle_view, safe_load
 
 pytestmark = pytest.mark.slow  # every test makes model files with mmpose (seconds to minutes per batch)
 
@@ -86,7 +85,7 @@ def test_empty_arrays_of_face_sets_are_pickled_through_bytes(published, kind):
 def test_logits_reach_several_hundred_and_peak(mmpose_files, published):
     """On the golden photo crops mmpose's own model gives finite logits of several hundred, each
     keypoint's row rising far above its median (a peak, not a flat row)."""
-    pairs = [(published[kind], photo_inputs(KINDS[kind].input_size[::-1])) for kind in KINDS]
+    pairs = [(published[kind], photo_crops(KINDS[kind].input_size)) for kind in KINDS]
     for kind, outputs in zip(KINDS, mmpose_files.references(pairs)):
         width, height = KINDS[kind].input_size
         k = KINDS[kind].num_keypoints
@@ -125,7 +124,7 @@ def test_training_checkpoint_is_what_the_runner_writes(mmpose_files, s_forms):
                 "log_scalars", "runtime_info", "exp_avg", "exp_avg_sq", "steps", "start_factor", "eta_min",
                 "module.backbone.stem.0.conv.weight", "train/loss", "train/lr", "dataset_meta"):
         assert view.has_string(key), key
-    inputs = photo_inputs(KINDS[FORMS_KIND].input_size[::-1])
+    inputs = photo_crops(KINDS[FORMS_KIND].input_size)
     train, publish = mmpose_files.references([(s_forms["train"], inputs), (s_forms["publish"], inputs)])
     for name in ("simcc_x", "simcc_y"):
         np.testing.assert_array_equal(train[name], publish[name])
