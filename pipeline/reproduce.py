@@ -167,6 +167,9 @@ def compare(repo: Path, committed_lock: Path, cache: Path | None = None) -> int:
         for path, (stage, md5) in sorted(after.items()):
             old = before.get(path)
             rule, why = output_rule(stage)
+            if stage in left_out:  # DVC keeps the lock entries of stages that left dvc.yaml's foreach
+                print(f"{'left out':<18}{path} ({stage}): {left_out[stage]}")
+                continue
             if old is None:
                 print(f"{'new':<18}{path} ({stage}): not in the committed dvc.lock")
                 continue
