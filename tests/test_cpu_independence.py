@@ -40,10 +40,12 @@ from pipeline.weights import build_reference_model
 import onnx
 
 out = Path(sys.argv[1])
-cfg = load_config(["model.checkpoint=null", f"out_dir={out}"])
-model, variant, info = build_reference_model(cfg.model)
+cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out}"])
+from pipeline.plan import spec_of
+variant = spec_of(cfg, "rtmpose-t_coco17_256x192")
+model, info = build_reference_model(cfg.model, variant)
 export_onnx(model, variant, info, cfg.export, out / "export.onnx")
-inputs = golden_inputs(variant.input_hw, 1, 1, 0)
+inputs = golden_inputs(variant, 1, 1, 0)
 for tool in ("onnxslim", "onnxsim"):
     simplify_onnx(onnx.load(str(out / "export.onnx")), variant, SimplifyConfig(tool=tool), inputs,
                   out / f"{tool}.onnx")

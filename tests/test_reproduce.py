@@ -24,7 +24,7 @@ from pipeline.reproduce import compare, host_plan
 pytestmark = pytest.mark.slow
 
 TARGETS = ("onnxruntime-fp32", "openvino-int8")
-OVERRIDES = ("model.checkpoint=null", f"targets=[{','.join(TARGETS)}]", "out_dir=artifacts",
+OVERRIDES = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(TARGETS)}]", "out_dir=artifacts",
              "calibration.source=images", f"calibration.images_dir={REPO_ROOT / 'pipeline' / 'data'}")
 STAGES = [("reference", VARIANT), ("export", VARIANT), ("simplify", VARIANT), ("calibration", VARIANT),
           *(("build", f"{VARIANT}.{target}") for target in TARGETS)]
