@@ -7,6 +7,8 @@ For rotation 0 the warp is a uniform scale plus a shift, which we write out dire
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -44,10 +46,41 @@ def crop(image_rgb: np.ndarray, box_xyxy, input_hw: tuple[int, int]) -> tuple[np
     return out, matrix
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """How an RGB crop becomes the network input: channels reordered to `channels` ("RGB" or "BGR":
+    what the network's channels 0, 1, 2 hold), then (x - mean) / std per network channel, in float32.
+
+    mmpose's data preprocessor is `Normalization(MEAN_RGB, STD_RGB, "RGB")`. MMDeploy's SDK decodes
+    images as BGR and its `Normalize` transform converts to RGB only when `to_rgb` is true, applying
+    mean/std in the resulting order (`csrc/mmdeploy/preprocess/transform/normalize.cpp`).
+    """
+
+    mean: tuple[float, float, float] = MEAN_RGB
+    std: tuple[float, float, float] = STD_RGB
+    channels: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.channels not in ("RGB", "BGR") or len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"Normalization needs 3 means, 3 stds and channels RGB or BGR, got {self}")
+
+    def apply(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """[N,H,W,3] (or [H,W,3]) uint8 RGB -> [N,3,H,W] (or [3,H,W]) float32 network input."""
+        x = crops_rgb[..., ::-1] if self.channels == "BGR" else crops_rgb
+        x = (x.astype(np.float32) - np.array(self.mean, np.float32)) / np.array(self.std, np.float32)
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+    def describe(self) -> str:
+        return (f"{self.channels} mean [{', '.join(f'{v:g}' for v in self.mean)}] "
+                f"std [{', '.join(f'{v:g}' for v in self.std)}]")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"channels": self.channels, "mean": list(self.mean), "std": list(self.std)}
+
+
 def normalize(crop_rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> 3xHxW float32, (x - mean) / std as mmpose's data preprocessor."""
-    x = (crop_rgb.astype(np.float32) - np.array(MEAN_RGB, np.float32)) / np.array(STD_RGB, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return Normalization().apply(crop_rgb)
 
 
 def to_image_coords(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:

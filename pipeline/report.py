@@ -351,8 +351,16 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 def _tolerance_text(tol: dict) -> str:
     if not tol:
         return "—"
-    return (f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, cosine ≥ {tol['min_cosine']:g}, mean drift ≤ "
+    return (f"{_elementwise_text(tol)}, cosine ≥ {tol['min_cosine']:g}, mean drift ≤ "
             f"{tol['max_mean_drift_px']:g} px, ≥ {tol['min_agreement']:.0%} within {tol['agreement_px']:g} px")
+
+
+def _elementwise_text(tol: dict) -> str:
+    """The elementwise limit of a precision (pipeline/verify.py: output_limit), scale = max |reference|."""
+    if tol.get("error_factor") is not None:
+        return (f"|Δ| ≤ {tol['error_factor']:g} × float32's own error + {tol['error_floor']:g} × scale "
+                f"(no float64 run: {tol['max_error']:g} × scale)")
+    return f"|Δ| ≤ {tol['max_error']:g} × scale"
 
 
 def _executes(executes: dict) -> str:
@@ -498,17 +506,18 @@ def _tolerance_table(rows: list[Row]) -> str:
             by_precision[row.precision] = row.tolerance
     if not by_precision:
         return ""
-    head = ("<tr><th>Precision</th><th class=num>atol</th><th class=num>rtol</th><th class=num>min cosine</th>"
+    head = ("<tr><th>Precision</th><th>elementwise</th><th class=num>min cosine</th>"
             "<th class=num>max mean drift<span class=unit>px</span></th>"
             "<th class=num>agreement<span class=unit>share within px</span></th><th>Targets</th></tr>")
     body = []
     for precision, tol in by_precision.items():
         targets = ", ".join(r.target for r in rows if r.precision == precision and r.tolerance)
-        body.append(f"<tr><td class=target>{precision}</td>" + _cell(f"{tol['atol']:g}") + _cell(f"{tol['rtol']:g}")
+        body.append(f"<tr><td class=target>{precision}</td>" + f"<td>{html.escape(_elementwise_text(tol))}</td>"
                     + _cell(f"{tol['min_cosine']:g}") + _cell(f"{tol['max_mean_drift_px']:g}")
                     + _cell(f"≥ {tol['min_agreement']:.0%} within {tol['agreement_px']:g}")
                     + f"<td>{html.escape(targets)}</td></tr>")
-    return ('<h3>Tolerances applied</h3><p class="notes">An element passes when |Δ| ≤ atol or |Δ|/|ref| ≤ rtol; '
+    return ('<h3>Tolerances applied</h3><p class="notes">scale is an output\'s largest |reference|; '
+            'fp32 is held to the float32 reference\'s own error against its float64 run; '
             'as recorded in each metrics file when it was verified (conf/verify/ for jobs not verified yet).</p>'
             '<div class="table-wrap"><table class="tol"><thead>' + head + "</thead><tbody>"
             + "".join(body) + "</tbody></table></div>")

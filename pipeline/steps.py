@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline import backends
 from pipeline.benchmark import benchmark as run_benchmark
@@ -20,14 +19,16 @@ from pipeline.dropin import write_dropin
 from pipeline.errors import ConfigError, VerificationError
 from pipeline.evaluate import evaluate  # noqa: F401  the `evaluate` stage's step lives with its library
 from pipeline.export import export_onnx
-from pipeline.golden import PHOTO_BOXES, golden_inputs
+from pipeline.golden import PHOTO_BOXES, golden_crops, random_inputs
 from pipeline.io import atomic_path, read_npz, remove_outputs, write_json, write_npz
-from pipeline.onnx_io import check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.onnx_io import INPUT_NAME, check_variant, get_metadata, load_onnx, run_fp32, save_onnx, set_metadata
+from pipeline.preprocess import Normalization
 from pipeline.progress import progress_bar
 from pipeline.quantize import quantize_qdq
 from pipeline.simplify import simplify_onnx
 from pipeline.variants import parse_variant
-from pipeline.verify import check_execution_precision, compare, summary_lines
+from pipeline.verify import (Golden, check_execution_precision, onnx_metadata_normalization, recorded_normalizations,
+                             summary_lines, torch_reference, verify_artifact)
 from pipeline.versions import tool_versions
 from pipeline.weights import WeightsInfo, build_reference_model, is_onnx, resolve_path
 
@@ -71,22 +72,26 @@ def _onnx_weights_info(model: ModelConfig) -> WeightsInfo:
 
 
 def reference(cfg: RunConfig, variant_name: str) -> Path:
-    """Golden inputs and the reference outputs: PyTorch, or the supplied ONNX in plain onnxruntime."""
+    """Golden inputs and the reference outputs: PyTorch in float32 and float64, or the supplied ONNX in
+    plain onnxruntime (float32 only)."""
     paths = _variant_entry(cfg, variant_name)
     variant = parse_variant(variant_name)
     model_cfg = model_config(cfg, variant_name)
-    inputs = golden_inputs(variant.input_hw, cfg.verify.num_figures, cfg.verify.num_random, cfg.verify.seed)
+    crops = golden_crops(variant.input_hw, cfg.verify.num_figures)
+    randoms = random_inputs(variant.input_hw, cfg.verify.num_random, cfg.verify.seed)
     if is_onnx(model_cfg):
         source = load_onnx(resolve_path(model_cfg.checkpoint))
         check_variant(source, variant, f"model.checkpoint={model_cfg.checkpoint}")
-        outputs = run_fp32(source, inputs)
+        normalization = onnx_metadata_normalization(get_metadata(source)) or Normalization()
+        inputs = np.concatenate([normalization.apply(crops), randoms])
+        float32, float64 = run_fp32(source, inputs), None
     else:
         model, _, _ = build_reference_model(model_cfg)
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        with torch.no_grad():
-            simcc_x, simcc_y = model(torch.from_numpy(inputs))
-        outputs = {"simcc_x": simcc_x.numpy(), "simcc_y": simcc_y.numpy()}
-    write_npz(paths["reference"], {"input": inputs, **outputs, "photo_count": np.array(len(PHOTO_BOXES))})
+        normalization = Normalization()  # mmpose's data preprocessor
+        inputs = np.concatenate([normalization.apply(crops), randoms])
+        float32, float64 = torch_reference(model, inputs)
+    golden = Golden(inputs, crops, normalization, float32, float64, len(PHOTO_BOXES))
+    write_npz(paths["reference"], golden.arrays())
     return Path(paths["reference"])
 
 
@@ -172,16 +177,17 @@ def verify(cfg: RunConfig, job: str) -> dict:
     remove_outputs(entry["metrics"])
     target = backends.get_target(entry["target"])
     tolerance = cfg.verify.tolerances[target.precision]
-    golden = read_npz(_require(entry["reference"], "reference", entry["variant"]))
-    _require(entry["artifact"], "build", job)
-    runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
-    actual = runner({"input": golden["input"]})
-    metrics = compare({k: golden[k] for k in ("simcc_x", "simcc_y")}, actual, tolerance, cfg.verify.min_score)
+    golden = Golden.from_arrays(read_npz(_require(entry["reference"], "reference", entry["variant"])),
+                                entry["reference"])
+    artifact = _require(entry["artifact"], "build", job)
+    runner = backends.get(target.backend).Runner(artifact, target, cfg)
+    metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden, tolerance,
+                              cfg.verify.min_peak_margin, recorded_normalizations(artifact))
     metrics["breaches"] += check_execution_precision(target.precision, runner.settings["execution_precision"])
     metrics["passed"] = not metrics["breaches"]
     metrics.update({"job": job, "target": target.name, "precision": target.precision,
                     "tolerance": vars(tolerance), "runtime_settings": runner.settings,
-                    "num_inputs": int(golden["input"].shape[0])})
+                    "num_inputs": int(golden.inputs.shape[0])})
     write_json(entry["metrics"], metrics)
     for line in summary_lines(job, metrics):
         print(line)

@@ -203,9 +203,9 @@ def test_corrupt_onnx_is_refused(content, tmp_path, t_onnx):
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"this is not an ONNX model\n" * 20 if content == "text" else data[: len(data) // 2])
     cfg = onnx_config(tmp_path, path)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="is not a readable ONNX model"):
         steps.export(cfg, VARIANT)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="is not a readable ONNX model"):
         steps.reference(cfg, VARIANT)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
