@@ -50,8 +50,8 @@ class Tolerance:
     """Limits of one precision (pipeline/verify.py applies them). `scale` is an output's max |reference|
     over the golden inputs, so every elementwise limit follows the model's logit size."""
 
-    # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule of
-    # every reduced precision, and of fp32 where no float64 reference exists (a supplied ONNX).
+    # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
+    # error_factor is unset (int8) or no float64 reference exists (a supplied ONNX).
     max_error: float = MISSING
     # Elementwise, rule "reference-error" (used when set and the reference has a float64 run):
     # max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.

@@ -4,17 +4,19 @@ Everything is computed in float64, per output (by name), and always in full: a b
 the other figures from being computed and written.
 
 Elementwise rule (metrics `rule`; `scale` is the output's max |reference| over the golden inputs):
-- "reference-error", fp32 when the reference has a float64 run (a PyTorch reference):
+- "reference-error", where the precision has an `error_factor` (fp32, fp16, bf16) and the reference
+  has a float64 run (a PyTorch reference):
   max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.
-  A correct fp32 artifact is another float32 evaluation of the same network, so its error against
-  float64 is of the size of the float32 reference's own, whatever the model's depth and logit size.
-- "output-scale", every reduced precision, and fp32 without a float64 run (a supplied ONNX):
-  max|artifact - reference| <= max_error x scale.
+  The float32 reference's own error measures how much this network amplifies rounding, whatever its
+  depth and logit size: a correct fp32 artifact is another float32 evaluation of it (factor ~1), and
+  rounding to fp16 / bf16 grows that error by at most the ratio of unit roundoffs (2^13 / 2^16).
+- "output-scale", int8 (whose error comes from calibration, not rounding), and every precision
+  without a float64 run (a supplied ONNX): max|artifact - reference| <= max_error x scale.
 Each output reports the tolerance it would have needed (`needs_atol`, `needs_max_error`, and for the
 reference-error rule `needs_error_factor`). Relative errors divide by |reference| + EPS (EPS guards
 zeros) and are reported, not gated. NaN or Inf always fails. Cosine similarity: >= min_cosine.
 
-Keypoints (what users see): SimCC decoded on both sides (argmax, mmpose's score = min of the two
+Reduced precision is judged mainly on what users see. Keypoints: SimCC decoded on both sides (argmax, mmpose's score = min of the two
 maxima); drift in model-input pixels, the share within `agreement_px`, and the score change
 (x scale), gated on the keypoints of the image inputs that the reference is *confident* about. Confidence is the peak margin
 of its SimCC rows (`peak_margin`), which is scale-free: a raw-logit threshold means nothing across

@@ -32,6 +32,7 @@ def one_line_error(result) -> str:
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    print(lines[0])  # shown with `pytest -rP`: the line a user gets
     return lines[0]
 
 
@@ -70,7 +71,7 @@ def test_one_layer_perturbed_by_one_percent_fails(target, demo_chain, tmp_path):
     assert line.startswith(f"error: {VARIANT}.{target} failed verification: simcc_")
     assert " vs float64 > atol " in line and "needs error_factor ≥ " in line
     assert metrics["passed"] is False
-    needs = min(o["needs_error_factor"] for o in metrics["outputs"].values())
+    needs = max(o["needs_error_factor"] for o in metrics["outputs"].values())
     assert needs > 10 * metrics["tolerance"]["error_factor"], (layer, needs)  # far outside, not borderline
 
 
@@ -140,4 +141,6 @@ def test_an_fp32_target_computing_in_bf16_fails_on_any_cpu(demo_chain):
     first = metrics["breaches"][0]
     assert first.startswith("simcc_x max|Δ| ") and " vs float64 > atol " in first
     assert min(o["needs_error_factor"] for o in metrics["outputs"].values()) > 100
-    assert any(line.startswith("FAILED job simcc_x max|Δ|") for line in summary_lines("job", metrics))
+    lines = summary_lines("openvino-fp32 computing in bf16", metrics)
+    print("\n".join(lines))
+    assert any(line.startswith("FAILED openvino-fp32 computing in bf16 simcc_x max|Δ|") for line in lines)

@@ -38,6 +38,7 @@ def test_int8_calibrated_on_blank_images_fails_verification(blank_runs, target):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    print(lines[0])  # shown with `pytest -rP`
     # The first breach: an output's error beyond its limit, or its cosine, each with the figure it needed.
     assert re.match(rf"error: {VARIANT}\.{target} failed verification: simcc_[xy] "
                     r"(max\|Δ\| \S+ > atol \S+ = max_error \S+ × scale \S+ \(needs max_error ≥ \S+\)"

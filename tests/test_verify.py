@@ -268,6 +268,19 @@ def test_drift_is_gated_only_where_the_reference_is_confident():
     assert any("drift not gated" in line for line in summary_lines("job", nothing_confident))
 
 
+def test_only_the_image_inputs_are_gated():
+    """Input 1 stands for a random tensor: its keypoints are decoded and reported, not gated."""
+    ref = simcc()
+    actual = altered(ref, "simcc_x", (1, 0), 1.0)
+    actual["simcc_x"][1, 0, 2] = 10.0  # a far jump on the non-image input
+    strict = Tolerance(**{**vars(LOOSE), "max_mean_drift_px": 0.5, "agreement_px": 0.5, "min_agreement": 0.9})
+    metrics = compare(ref, actual, strict, 0.5, images=1)
+    assert metrics["passed"], metrics["breaches"]
+    assert metrics["keypoints"]["images"] == 1 and metrics["keypoints"]["confident"]["count"] == K
+    assert metrics["keypoints"]["all"]["max_drift_px"] == 3.0
+    assert not compare(ref, actual, strict, 0.5)["passed"]  # every input gated when `images` is not given
+
+
 def test_every_metric_is_computed_whatever_fails_first():
     ref = simcc()
     actual = altered(ref, "simcc_x", (0, 0), 1.0)

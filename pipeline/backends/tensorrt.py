@@ -8,7 +8,9 @@ an FP16 graph (pipeline/fp16.py, the overflow-prone ops kept in float32) for fp1
 graph (pipeline/quantize.py) for int8. Optimization profile: min/opt/max batch from
 `backends.tensorrt`. Written against the TensorRT 10 Python API (`tensorrt.Builder`,
 `NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `OnnxParser`, `build_serialized_network`,
-`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator.
+`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator. Engines are
+built with `ProfilingVerbosity.DETAILED`, so that the engine inspector reports each layer's output
+type, from which the runner counts the precision the engine executes (`layer_precisions`).
 
 TensorRT installs only from NVIDIA's package index, which the development machines here cannot
 reach, so this module has not been run here: the plan leaves TensorRT jobs out on hosts without
