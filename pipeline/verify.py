@@ -16,12 +16,13 @@ Each output reports the tolerance it would have needed (`needs_atol`, `needs_max
 reference-error rule `needs_error_factor`). Relative errors divide by |reference| + EPS (EPS guards
 zeros) and are reported, not gated. NaN or Inf always fails. Cosine similarity: >= min_cosine.
 
-Reduced precision is judged mainly on what users see. Keypoints: SimCC decoded on both sides (argmax, mmpose's score = min of the two
-maxima); drift in model-input pixels, the share within `agreement_px`, and the score change
-(x scale), gated on the keypoints of the image inputs that the reference is *confident* about. Confidence is the peak margin
-of its SimCC rows (`peak_margin`), which is scale-free: a raw-logit threshold means nothing across
-models (a model whose logits reach several hundred scores every keypoint "high" even where two
-locations tie, and its argmax then jumps under any rounding).
+Reduced precision is judged mainly on what users see. Keypoints: SimCC decoded on both sides
+(argmax, mmpose's score = min of the two maxima); drift in model-input pixels, the share within
+`agreement_px`, and the score change (x scale), gated on the keypoints of the image inputs that the
+reference is *confident* about. Confidence is the peak margin of its SimCC rows (`peak_margin`),
+which is scale-free: a raw-logit threshold means nothing across models (a model whose logits reach
+several hundred scores every keypoint "high" even where two locations tie, and its argmax then
+jumps under any rounding).
 
 Preprocessing is checked end to end: the golden image crops are stored as uint8 RGB; the reference
 ran on them normalised as the reference model expects, and the artifact runs on them normalised as
@@ -191,7 +192,8 @@ def _elementwise_breach(name: str, r: Mapping) -> str:
     if r["rule"] == "reference-error":
         return (f"{name} max|Δ| {r['needs_atol']:.3g} vs float64 > atol {r['atol']:.3g} = error_factor "
                 f"{r['error_factor']:g} × the float32 reference's own {r['reference_error']:.3g} + error_floor "
-                f"{r['error_floor']:g} × scale {r['scale']:.3g} (needs error_factor ≥ {r['needs_error_factor']:.3g})")
+                f"{r['error_floor']:g} × scale {r['scale']:.3g} "
+                f"(needs error_factor ≥ {r['needs_error_factor']:.3g})")
     return (f"{name} max|Δ| {r['needs_atol']:.3g} > atol {r['atol']:.3g} = max_error {r['max_error']:g} × scale "
             f"{r['scale']:.3g} (needs max_error ≥ {r['needs_max_error']:.3g})")
 

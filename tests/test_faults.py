@@ -109,7 +109,8 @@ def test_an_artifact_recording_mean_and_std_in_bgr_order_fails(demo_chain, tmp_p
     path = chain.variant_dir / "onnxruntime-fp32" / "model.onnx"
     model = onnx.load(str(path))
     meta = get_metadata(model)
-    set_metadata(model, {**meta, "mean_rgb": json.dumps(list(MEAN_RGB[::-1])), "std_rgb": json.dumps(list(STD_RGB[::-1]))})
+    bgr_order = {"mean_rgb": json.dumps(list(MEAN_RGB[::-1])), "std_rgb": json.dumps(list(STD_RGB[::-1]))}
+    set_metadata(model, {**meta, **bgr_order})
     onnx.save_model(model, str(path))
     result, metrics = verify(chain, "onnxruntime-fp32")
     line = one_line_error(result)

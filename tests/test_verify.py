@@ -240,7 +240,8 @@ def test_keypoint_drift_at_known_bins():
     strict = Tolerance(**{**vars(LOOSE), "max_mean_drift_px": 0.5, "agreement_px": 0.5, "min_agreement": 0.9})
     metrics = compare(ref, actual, strict, 0.5)
     assert metrics["keypoints"]["confident"]["max_drift_px"] == 4.0
-    assert "keypoints mean drift 1.17px over 6 confident > max_mean_drift_px 0.5 (needs ≥ 1.17)" in metrics["breaches"]
+    assert ("keypoints mean drift 1.17px over 6 confident > max_mean_drift_px 0.5 (needs ≥ 1.17)"
+            in metrics["breaches"])
     assert ("keypoints within 0.5px 0.6667 of 6 confident < min_agreement 0.9 (needs ≤ 0.6667)"
             in metrics["breaches"])
 

@@ -73,7 +73,8 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     # The engine inspector reports each layer's tensor formats and types only for engines built with
     # DETAILED verbosity (the default, LAYER_NAMES_ONLY, gives bare names): verify reads the executed
-    # precision from them. https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/EngineInspector.html
+    # precision from them. TensorRT Python API, EngineInspector:
+    # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/EngineInspector.html
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     h, w = _input_hw(graph)
     profile = builder.create_optimization_profile()
