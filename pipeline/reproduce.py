@@ -45,8 +45,11 @@ RULES = {
     "benchmark": ("measured", "latency timings are measurements"),
     "report": ("measured", "shows the benchmark timings"),
     "evaluate": ("measured", "AP measured with this CPU's kernels"),
+    "release": ("release", "the verified artifacts (each by its own rule) and a manifest of this CPU's figures"),
 }
-REFERENCE_OUTPUTS = ("simcc_x", "simcc_y")
+# reference.npz entries computed by float kernels (the float32 and the float64 runs); the rest
+# (inputs, crops, preprocessing) must be identical.
+REFERENCE_OUTPUTS = ("simcc_x", "simcc_y", "simcc_x_float64", "simcc_y_float64")
 
 
 def lock_outputs(lock_file: Path) -> dict[str, tuple[str, str]]:
@@ -123,7 +126,7 @@ def compare_reference(committed: Path, rebuilt: Path, cfg) -> tuple[bool, str]:
     exact = [k for k in a if k not in REFERENCE_OUTPUTS]
     if set(a) != set(b) or not all(np.array_equal(a[k], b[k]) for k in exact):
         return False, f"inputs differ ({', '.join(k for k in exact if k not in b or not np.array_equal(a[k], b[k]))})"
-    ok, diff = within({k: a[k] for k in REFERENCE_OUTPUTS}, {k: b[k] for k in REFERENCE_OUTPUTS},
+    ok, diff = within({k: a[k] for k in REFERENCE_OUTPUTS if k in a}, {k: b[k] for k in REFERENCE_OUTPUTS if k in b},
                       cfg.verify.tolerances["fp32"])
     return ok, f"inputs identical, outputs max|Δ| {diff:.3g} ({'within' if ok else 'beyond'} the fp32 tolerance)"
 
@@ -144,6 +147,20 @@ def compare_outputs(committed: Path, rebuilt: Path, job: dict | None, precision:
     ok, diff = within(run_artifact(committed, job, inputs, cfg), run_artifact(rebuilt, job, inputs, cfg),
                       cfg.verify.tolerances[precision])
     return ok, f"outputs max|Δ| {diff:.3g} ({'within' if ok else 'beyond'} the {precision} tolerance)"
+
+
+def compare_release(committed: Path, rebuilt: Path) -> tuple[bool, str]:
+    """Same targets shipped, and every shipped file identical except those of int8 targets (calibrated);
+    the manifest's verification figures are measurements and are not compared."""
+    manifests = [json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in (committed, rebuilt)]
+    targets = [m["targets"] for m in manifests]
+    if set(targets[0]) != set(targets[1]):
+        return False, f"shipped {sorted(targets[0])} as committed, {sorted(targets[1])} here"
+    differ = [f"{t}/{name}" for t, entry in targets[1].items() if entry["precision"] != "int8"
+              for name, digest in entry["files"].items() if targets[0][t]["files"].get(name) != digest]
+    if differ:
+        return False, f"files differ: {', '.join(differ[:5])}"
+    return True, f"{len(targets[1])} targets shipped, every non-int8 file identical"
 
 
 def verdict(committed: Path, rebuilt: Path) -> tuple[bool, str]:
@@ -190,6 +207,8 @@ def compare(repo: Path, committed_lock: Path, cache: Path | None = None) -> int:
                 ok, detail = verdict(committed, repo / path)
             elif rule == "float-outputs":
                 ok, detail = compare_reference(committed, repo / path, cfg)
+            elif rule == "release":
+                ok, detail = compare_release(committed, repo / path)
             else:
                 job = jobs_by_artifact.get(path)
                 precision = job["precision"] if job else "int8"
