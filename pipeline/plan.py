@@ -2,9 +2,10 @@
 
 The plan is part of the composed config (`plan: ${rtmpose_plan:...}` in conf/config.yaml), so
 `params.yaml` carries it and `dvc.yaml` iterates over `plan.variants` and `plan.jobs` with
-`foreach`, reading every path from it: paths are declared here, once. DVC composes the Hydra
-config itself on `dvc exp run`; it imports `hydra_plugins/rtmpose_pipeline` first, which calls
-`register_resolvers()` so that the same resolver runs there.
+`foreach`, reading every path from it: paths are declared here, once (each variant's and job's
+`deps` names the file holding its stages' params and source hashes, pipeline/stage_deps.py). DVC
+composes the Hydra config itself on `dvc exp run`; it imports `hydra_plugins/rtmpose_pipeline` first,
+which calls `register_resolvers()` so that the same resolver runs there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from pipeline.backends import get_target
 from pipeline.errors import ConfigError
+from pipeline.stage_deps import JOB_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
 from pipeline.variants import parse_variant
 
 # The weights dependency of a variant without a checkpoint: the code that makes synthetic weights.
@@ -84,6 +86,8 @@ def make_plan(model_name: str, checkpoint: str | None, targets: list[str], out_d
         for key in plan:
             plan[key].update(part[key])
     plan["evaluations"] = _evaluations(plan["variants"], evaluate)
+    # Each stage's params and source hashes (pipeline/stage_deps.py), written by the `stage-deps` stage.
+    plan["stage_deps"] = {"dir": deps_dir(out_dir), "report": deps_path(out_dir, "report")}
     return plan
 
 
@@ -100,7 +104,7 @@ def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_
     from pipeline.backends import availability
 
     from_onnx = bool(checkpoint) and str(checkpoint).lower().endswith(".onnx")
-    paths = variant_paths(out_dir, variant)
+    paths = {**variant_paths(out_dir, variant), "deps": deps_paths(out_dir, variant, VARIANT_STAGES)}
     jobs: dict[str, Any] = {}
     left_out: dict[str, str] = {}
     for name in targets:
@@ -120,6 +124,7 @@ def _variant_plan(variant: str, checkpoint: str | None, targets: list[str], out_
             # repeated dep: jobs that calibrate depend on the set, the others repeat their ONNX.
             "calibration_dep": paths["calibration"] if calibrated else onnx,
             "reference": paths["reference"], **job_paths(out_dir, variant, name),
+            "deps": deps_paths(out_dir, job, JOB_STAGES),
         }
     needs_qdq = any(j["onnx"] == paths["quantized_onnx"] for j in jobs.values())
     needs_calibration = needs_qdq or any(j["calibration"] for j in jobs.values())
