@@ -1,23 +1,24 @@
 """What each DVC stage reads besides its data: its params and its code, written per stage as one small file.
 
 A no-op `dvc status` or `dvc repro` checks every stage against dvc.lock, and its cost grows with what
-each stage lists. Profiled on the released matrix (453 stages, benchmarks/dvc_noop.py):
+each stage lists. Profiled on the released matrix (75 variants x onnxruntime-fp32, 453 stages;
+benchmarks/dvc_noop.py):
 - `params:` entries make DVC parse the whole params file once per stage and command, and params.yaml
-  carries the plan, which grows with the matrix (111 KB for 453 stages): 90% of the time went there;
-- every listed file is a dvc.lock entry to parse, an object to build and a state lookup to make, and
-  three quarters of the entries were the same source files, repeated in every variant's stages.
+  carries the plan, which grows with the matrix (111 KB): 90% of a no-op status went there;
+- every listed file is a dvc.lock entry to parse, a dependency object to build and a state lookup to
+  make, and 70% of the entries were the same source files, repeated in every variant's stages.
 
-So no stage of the plan lists params or source files. One stage, `stage-deps`, depends on params.yaml
-and the source folders, reads params.yaml once and writes, per stage instance, the params values that
-stage reads and the MD5 of each source file or folder it runs, to `<out_dir>/stage-deps/<stage>/<key>.json`
-(sorted keys). Each stage depends on its file and on its data inputs only. A file whose content did not
-change keeps its bytes and hash, so changing one target's settings, or one backend's module, reruns only
-the stages that read it, and the run-cache (keyed on dependency hashes) still restores every other one.
+So the stages of the plan list neither. One stage, `stage-deps`, depends on params.yaml and the source
+folders, reads params.yaml once and writes, per stage instance, the values of the params that stage
+reads and the MD5 of each source file or folder it runs (`<out_dir>/stage-deps/<stage>/<key>.json`,
+sorted keys). Each stage depends on its file and on its data inputs. A file whose content did not
+change keeps its bytes and hash, so changing one target's settings, or one backend's module, reruns
+only the stages that read it, and the run-cache (keyed on dependency hashes) still restores the rest.
 
 `STAGE_DEPS` holds what the `params:` and source `deps:` of dvc.yaml used to list: a stage that reads a
 key or runs a module not listed for it would not rerun when that changes. Params are dotted keys into
-the validated config (`RunConfig`) and paths are relative to the repository; both may name `{variant}`,
-`{job}`, `{backend}` or `{precision}`, filled from the plan entry.
+the validated config (`RunConfig`) and sources are paths relative to the repository; both may name
+`{variant}`, `{job}`, `{backend}` or `{precision}`, filled from the plan entry.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.config import REPO_ROOT
 from pipeline.errors import ConfigError
 from pipeline.io import atomic_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DIRNAME = "stage-deps"
 
 
