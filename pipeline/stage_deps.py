@@ -39,6 +39,8 @@ DIRNAME = "stage-deps"
 
 @dataclass(frozen=True)
 class StageDeps:
+    """What one dvc.yaml stage reads besides its data inputs."""
+
     section: str | None  # the plan section the stage's `foreach` iterates; None for a single stage
     params: tuple[str, ...]
     code: tuple[str, ...]  # source files and folders the stage runs
