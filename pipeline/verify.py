@@ -45,6 +45,7 @@ from pipeline.decode import simcc_argmax
 from pipeline.errors import ConfigError
 from pipeline.onnx_io import OUTPUT_NAMES
 from pipeline.decode import SIMCC_SPLIT_RATIO
+from pipeline.preprocess import normalize
 from pipeline.spec import PreprocessSpec
 
 EPS = 1e-12

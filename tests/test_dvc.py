@@ -105,6 +105,21 @@ def test_second_repro_reruns_nothing(reproduced, repo):
         assert f"Stage '{stage}' didn't change" in again.stdout
 
 
+def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, repo, tmp_path):
+    """Stages list their sources through their stage-deps file (pipeline/stage_deps.py): an edit to one
+    backend's module reruns `stage-deps`, then that backend's build and verify only."""
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy, symlinks=True)  # the fixture's repository, cache and outputs
+    result = run([PYTHON, "-m", "pipeline.params", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
+                 copy)
+    assert result.returncode == 0, result.stderr
+    dvc("repro", "verify", root=copy)  # the fixture's plan, whatever experiment the workspace held
+    module = copy / "pipeline" / "backends" / "openvino.py"
+    module.write_text(module.read_text() + "\n# an edit that changes no behaviour\n")
+    ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro", "verify", root=copy).stdout))
+    assert ran == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
+
+
 def test_exp_run_composes_conf_through_hydra(reproduced, repo):
     for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "repro"]):
         assert run(args, repo).returncode == 0

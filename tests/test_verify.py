@@ -373,5 +373,5 @@ def test_onnx_metadata_records_the_normalization():
     older = {"mean_rgb": json.dumps(list(MEAN_RGB)), "std_rgb": json.dumps(list(STD_RGB))}  # before model_spec
     assert onnx_metadata_normalization(older) == PreprocessSpec()
     assert onnx_metadata_normalization({}) is None
-    with pytest.raises(ConfigError, match="ONNX metadata mean_rgb/std_rgb are unreadable"):
+    with pytest.raises(ConfigError, match="ONNX metadata mean_rgb/std_rgb are unreadable"):  # older keys
         onnx_metadata_normalization({"mean_rgb": "[1, 2", "std_rgb": "[1, 2, 3]"})
