@@ -110,7 +110,7 @@ def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, r
     backend's module reruns `stage-deps`, then that backend's build and verify only."""
     copy = tmp_path / "copy"
     shutil.copytree(repo, copy, symlinks=True)  # the fixture's repository, cache and outputs
-    result = run([PYTHON, "-m", "pipeline.params", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
+    result = run([PYTHON, "-m", "pipeline.params", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
                  copy)
     assert result.returncode == 0, result.stderr
     dvc("repro", "verify", root=copy)  # the fixture's plan, whatever experiment the workspace held

@@ -130,11 +130,12 @@ def test_an_fp32_target_computing_in_bf16_fails_on_any_cpu(demo_chain):
 
     import torch
 
+    from pipeline.plan import spec_of
     from pipeline.weights import build_reference_model
 
     cfg = load_config([f"model.checkpoint={DEMO_CHECKPOINT}", "out_dir=unused"])
     golden = Golden.from_arrays(read_npz(demo_chain.variant_dir / "reference.npz"))
-    model, _, _ = build_reference_model(cfg.model)
+    model, _ = build_reference_model(cfg.model, spec_of(cfg, next(iter(cfg.plan["variants"]))))
     with torch.no_grad():
         outputs = copy.deepcopy(model).to(torch.bfloat16)(torch.from_numpy(golden.inputs).to(torch.bfloat16))
     bf16 = {name: t.float().numpy() for name, t in zip(("simcc_x", "simcc_y"), outputs)}

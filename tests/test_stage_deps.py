@@ -21,7 +21,7 @@ EXTRA = "rtmpose-t_hand21_256x192"
 
 
 def compose_in(out_dir: Path, *overrides: str):
-    return load_config(["model.checkpoint=null", f"out_dir={out_dir}", TARGETS, f"extra_variants=[{EXTRA}]",
+    return load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}", TARGETS, f"extra_variants=[{EXTRA}]",
                         "evaluate.enabled=true", *overrides])
 
 

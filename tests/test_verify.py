@@ -254,7 +254,25 @@ def test_score_change_is_relative_to_the_scale():
     actual = altered(ref, "simcc_x", (0, 0, 8), 1000.0 - 30.0)  # the peak drops 30 of scale 1000
     metrics = compare(ref, actual, Tolerance(**{**vars(LOOSE), "max_score_change": 0.01}), 0.5)
     assert metrics["keypoints"]["confident"]["max_score_change"] == pytest.approx(0.03)
-    assert metrics["breaches"] == ["keypoints score change 0.03 × scale > max_score_change 0.01 (needs ≥ 0.03)"]
+    assert metrics["breaches"] == ["keypoints score change 0.03 × scale > 0.01 (max_score_change; needs ≥ 0.03)"]
+
+
+def test_score_change_limit_grows_with_the_references_own_rounding():
+    """Under the reference-error rule a score may move by error_factor x the float32 reference's own score
+    change (a deep model with logits of hundreds), never by less than max_score_change."""
+    ref64 = {k: v.astype(np.float64) for k, v in simcc(scale=100.0).items()}
+    ref32 = altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 0.2)  # float32's own: 0.2 of scale 1000
+    tol = Tolerance(**{**vars(LOOSE), "error_factor": 10.0, "max_score_change": 5e-4})
+    within = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 1.5), tol, 0.5, reference_float32=ref32)
+    assert within["passed"], within["breaches"]
+    assert within["keypoints"]["score_change_limit"] == pytest.approx(10 * 2e-4, rel=1e-3)
+    assert within["keypoints"]["score_change_rule"] == "error_factor 10 × the float32 reference's own 0.0002"
+    beyond = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 3.0), tol, 0.5, reference_float32=ref32)
+    assert beyond["breaches"][1:] == ["keypoints score change 0.003 × scale > 0.002 (error_factor 10 × the float32 "
+                                  "reference's own 0.0002; needs ≥ 0.003)"]
+    exact32 = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 1.5), tol, 0.5, reference_float32=ref64)
+    assert exact32["keypoints"]["score_change_rule"] == "max_score_change"
+    assert exact32["breaches"][1:] == ["keypoints score change 0.0015 × scale > 0.0005 (max_score_change; needs ≥ 0.0015)"]
 
 
 def test_drift_is_gated_only_where_the_reference_is_confident():
