@@ -112,6 +112,7 @@ def init_repo(root: Path, overrides: tuple[str, ...] | None, names: tuple[str, .
 
 def clone_of(repo: Path, dest: Path) -> Path:
     """A fresh `git clone` (no outputs, no DVC cache)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     assert run(["git", "clone", "-q", str(repo), str(dest)], dest.parent).returncode == 0
     return dest
 
