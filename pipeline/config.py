@@ -57,12 +57,22 @@ class SimplifyConfig:
 
 @dataclass
 class Tolerance:
-    atol: float = MISSING  # per element: pass if |a-r| <= atol ...
-    rtol: float = MISSING  # ... or |a-r| / (|r| + eps) <= rtol
-    min_cosine: float = MISSING  # cosine similarity of each output, all images flattened
-    max_mean_drift_px: float = MISSING  # mean decoded-keypoint displacement, model input pixels
+    """Limits of one precision (pipeline/verify.py applies them). `scale` is an output's max |reference|
+    over the golden inputs, so every elementwise limit follows the model's logit size."""
+
+    # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
+    # error_factor is unset (int8) or no float64 reference exists (a supplied ONNX).
+    max_error: float = MISSING
+    # Elementwise, rule "reference-error" (used when set and the reference has a float64 run):
+    # max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.
+    error_factor: Optional[float] = None
+    error_floor: float = 0.0
+    min_cosine: float = MISSING  # cosine similarity of each output, all golden inputs flattened
+    # Decoded keypoints, over the keypoints the reference is confident about (VerifyConfig.min_peak_margin):
+    max_mean_drift_px: float = MISSING  # mean displacement, model input pixels
     agreement_px: float = MISSING  # a keypoint "agrees" when it moved at most this far ...
-    min_agreement: float = MISSING  # ... and at least this fraction of keypoints must agree
+    min_agreement: float = MISSING  # ... and at least this share of keypoints must agree
+    max_score_change: float = MISSING  # largest change of a keypoint score (min of the SimCC maxima), x scale
 
 
 @dataclass
@@ -70,7 +80,9 @@ class VerifyConfig:
     num_figures: int = 4  # procedural figure crops (pipeline/demo/figures.py) after the photo crops
     num_random: int = 4  # seeded random tensors after the images
     seed: int = 0
-    min_score: float = 0.8  # keypoint drift is gated where the reference scores a keypoint at least this
+    # A keypoint is "confident" where both of the reference's SimCC rows have one clear peak: its peak
+    # margin (pipeline/verify.py: peak_margin) is at least this. Margins are scale-free, 0 to 1.
+    min_peak_margin: float = 0.5
     tolerances: dict[str, Tolerance] = field(default_factory=dict)  # keyed by precision
 
 

@@ -1,17 +1,30 @@
 """PyTorch -> ONNX export with the consumer contract and self-describing metadata.
 
-Uses the TorchScript-based exporter (`dynamo=False`): it honours any opset from 11, writes the same
-bytes for the same model and inputs, and its graphs are what MMDeploy, rtmlib and pnnx consume.
+Uses the TorchScript-based exporter (`dynamo=False`): it honours any opset from 11, and its graphs
+are what MMDeploy, rtmlib and pnnx consume.
+
+Same bytes on every x86 CPU: the export computes no float value with a CPU-dispatched kernel. Left
+to itself, the exporter folds each eval-mode BatchNorm into the Conv before it with torch's float32
+kernels (`fuseConvBatchNorm` in torch/csrc/jit/passes/onnx/eval_peephole.cpp: w * g / sqrt(var + eps)),
+and torch's float32 `sqrt` is MKL's `vsSqrt`, whose code path MKL picks per CPU: on a non-Intel CPU
+its generic path (`mkl_vml_kernel_sSqrt_EXHAynn`) is 1 ulp off in about 20% of values, on Intel its
+AVX2/AVX-512 paths (`_L9HAynn`, `_Z0HAynn`) round differently. So 2-3% of the folded weights differed
+between an AMD EPYC and an Xeon. `fold_batchnorm` folds them first, in numpy float64 (IEEE
+operations, correctly rounded on every CPU), and rounds once to float32; the exporter then only moves
+and transposes weights. tests/test_export.py checks every initializer against the checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from pipeline.config import ExportConfig
 from pipeline.describe import METADATA_SPEC_KEY
@@ -51,6 +64,39 @@ def min_ir_version(opset: int) -> int:
     return min(row[1] for row in onnx.helper.VERSION_TABLE if row[2] >= opset)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` in which every eval-mode BatchNorm2d that directly follows a Conv2d in an
+    nn.Sequential (our ConvModule: conv -> bn -> act) is folded into that conv, computed in float64.
+
+    w' = w * s, b' = beta + (b - mean) * s with s = gamma / sqrt(running_var + eps) per output channel,
+    every operation in numpy float64, then rounded once to float32; the BatchNorm becomes Identity.
+    Same function as conv -> bn in eval mode (running statistics); `model` itself is not changed.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = module._modules[conv_name], module._modules[bn_name]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats):
+                continue
+            def f64(tensor, default: float = 0.0):
+                return tensor.detach().numpy().astype(np.float64) if tensor is not None else default
+
+            w = f64(conv.weight)
+            scale = f64(bn.weight, 1.0) / np.sqrt(f64(bn.running_var) + float(bn.eps))
+            weight = w * scale.reshape(-1, *[1] * (w.ndim - 1))
+            bias = f64(bn.bias) + (f64(conv.bias) - f64(bn.running_mean)) * scale
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+            with torch.no_grad():
+                fused.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
+                fused.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+            module._modules[conv_name], module._modules[bn_name] = fused.eval(), nn.Identity()
+    return folded
+
+
 def export_onnx(model: torch.nn.Module, spec: ModelSpec, weights: WeightsInfo, export_cfg: ExportConfig,
                 out_path: Path) -> onnx.ModelProto:
     """Export the network of `spec` to `out_path`: the consumer contract (pipeline/onnx_io.py), the
@@ -63,7 +109,7 @@ def export_onnx(model: torch.nn.Module, spec: ModelSpec, weights: WeightsInfo, e
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model.eval(), (dummy,), buffer, dynamo=False, opset_version=export_cfg.opset,
+        torch.onnx.export(fold_batchnorm(model), (dummy,), buffer, dynamo=False, opset_version=export_cfg.opset,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())

@@ -1,8 +1,9 @@
 """Hardware fingerprints that key artifacts which only run where they were built (TensorRT engines).
 
 The fingerprint is part of the composed config (`hardware:` in conf/config.yaml, via the
-`rtmpose_hardware` resolver) and the TensorRT stages list it as a DVC param: an engine cached on
-one GPU/driver/TensorRT combination is never restored onto another, it is rebuilt.
+`rtmpose_hardware` resolver) and every build stage reads its backend's (pipeline/stage_deps.py), so
+it is in the stage's deps file: an engine cached on one GPU/driver/TensorRT combination is never
+restored onto another, it is rebuilt.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 The plan is part of the composed config (`plan: ${rtmpose_plan:...}` in conf/config.yaml), so
 `params.yaml` carries it and `dvc.yaml` iterates over `plan.variants` and `plan.jobs` with
-`foreach`, reading every path from it: paths are declared here, once. DVC composes the Hydra
-config itself on `dvc exp run`; it imports `hydra_plugins/rtmpose_pipeline` first, which calls
-`register_resolvers()` so that the same resolver runs there.
+`foreach`, reading every path from it: paths are declared here, once (each variant's and job's
+`deps` names the file holding its stages' params and source hashes, pipeline/stage_deps.py). DVC
+composes the Hydra config itself on `dvc exp run`; it imports `hydra_plugins/rtmpose_pipeline` first,
+which calls `register_resolvers()` so that the same resolver runs there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from pipeline.backends import get_target
 from pipeline.errors import ConfigError
+from pipeline.stage_deps import JOB_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
 
 # The weights dependency of a variant without a checkpoint: the code that makes synthetic weights.
 SYNTHETIC_WEIGHTS_SOURCE = "pipeline/synthetic.py"
@@ -121,6 +123,8 @@ def make_plan(model: Any, targets: list[str], out_dir: str, calibration: Any = N
         for key in plan:
             plan[key].update(part[key])
     plan["evaluations"] = _evaluations(plan["variants"], evaluate)
+    # Each stage's params and source hashes (pipeline/stage_deps.py), written by the `stage-deps` stage.
+    plan["stage_deps"] = {"dir": deps_dir(out_dir), "report": deps_path(out_dir, "report")}
     return plan
 
 
@@ -141,7 +145,7 @@ def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration
     variant = spec.name
     checkpoint = model_cfg.checkpoint
     from_onnx = is_onnx_source(model_cfg)
-    paths = variant_paths(out_dir, variant)
+    paths = {**variant_paths(out_dir, variant), "deps": deps_paths(out_dir, variant, VARIANT_STAGES)}
     jobs: dict[str, Any] = {}
     left_out: dict[str, str] = {}
     for name in targets:
@@ -161,6 +165,7 @@ def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration
             # repeated dep: jobs that calibrate depend on the set, the others repeat their ONNX.
             "calibration_dep": paths["calibration"] if calibrated else onnx,
             "reference": paths["reference"], **job_paths(out_dir, variant, name),
+            "deps": deps_paths(out_dir, job, JOB_STAGES),
         }
     needs_qdq = any(j["onnx"] == paths["quantized_onnx"] for j in jobs.values())
     needs_calibration = needs_qdq or any(j["calibration"] for j in jobs.values())

@@ -7,6 +7,7 @@ For rotation 0 the warp is a uniform scale plus a shift, which we write out dire
 
 from __future__ import annotations
 
+
 import cv2
 import numpy as np
 
@@ -45,12 +46,14 @@ def crop(image_rgb: np.ndarray, box_xyxy, input_hw: tuple[int, int],
     return out, matrix
 
 
-def normalize(crop_rgb: np.ndarray, pre: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW float32 in the network's channel order, (x - mean) / std as mmpose's
-    PoseDataPreprocessor (mean/std given in that channel order; `bgr_to_rgb=False` networks take BGR)."""
-    pixels = crop_rgb if pre.bgr_to_rgb else crop_rgb[..., ::-1]
+def normalize(crops_rgb: np.ndarray, pre: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """[...,H,W,3] uint8 RGB crops -> [...,3,H,W] float32 network input, as mmpose's PoseDataPreprocessor:
+    channels in the network's order (`bgr_to_rgb=False` networks take BGR), then (x - mean) / std with
+    mean/std given in that order. MMDeploy's SDK does the same from its BGR decode: `Normalize` with
+    `to_rgb` (`csrc/mmdeploy/preprocess/transform/normalize.cpp`)."""
+    pixels = crops_rgb if pre.bgr_to_rgb else crops_rgb[..., ::-1]
     x = (pixels.astype(np.float32) - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
 def to_image_coords(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:

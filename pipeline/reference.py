@@ -52,6 +52,18 @@ def sha256_of_source(model_cfg: ModelConfig) -> str:
     return digest.hexdigest()
 
 
+def reference_runs(cfg, variant_name: str, inputs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """The reference outputs on `inputs` [N,3,H,W] float32, by name: the float32 run, and the float64 run
+    of the same network (`model.double()`) that sets the fp32 tolerance; None for a supplied ONNX."""
+    if variant_entry(cfg, variant_name)["from_onnx"]:
+        forward, _ = reference_forward(cfg, variant_name)
+        return forward(inputs), None
+    from pipeline.verify import torch_reference
+
+    model, _ = build_reference_model(model_config(cfg, variant_name), spec_of(cfg, variant_name))
+    return torch_reference(model, inputs)
+
+
 def reference_forward(cfg, variant_name: str) -> tuple[Forward, WeightsInfo]:
     """`forward(batch [N,3,H,W] float32) -> {simcc_x, simcc_y}` of the variant's reference, and its weights."""
     spec, model_cfg = spec_of(cfg, variant_name), model_config(cfg, variant_name)

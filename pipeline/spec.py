@@ -88,6 +88,19 @@ class PreprocessSpec:
     def channel_order(self) -> str:
         return "RGB" if self.bgr_to_rgb else "BGR"
 
+    @property
+    def normalization(self) -> tuple:
+        """What reaches the network from a crop: (mean, std, channel order); padding shapes the crop itself."""
+        return (tuple(self.mean), tuple(self.std), self.bgr_to_rgb)
+
+    def normalization_dict(self) -> dict[str, object]:
+        return {"channels": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
+
+    def describe(self) -> str:
+        """e.g. `RGB mean [123.675, 116.28, 103.53] std [58.395, 57.12, 57.375]`."""
+        return (f"{self.channel_order} mean [{', '.join(f'{v:g}' for v in self.mean)}] "
+                f"std [{', '.join(f'{v:g}' for v in self.std)}]")
+
 
 @dataclass(frozen=True)
 class KeypointSpec:

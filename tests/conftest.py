@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import types
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -262,11 +265,62 @@ def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor],
 
 def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python <args>` with this interpreter; stdout and stderr captured as text."""
-    return subprocess.run([PYTHON, *args], cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run `python <args>` with this interpreter; stdout and stderr captured as text.
+
+    This checkout comes first on PYTHONPATH, so the subprocess imports the `pipeline` under test even
+    where the interpreter has another checkout installed in editable mode (a git worktree).
+    """
+    path = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
+    return subprocess.run([PYTHON, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": path, **(env or {})},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
 def run_stage(stage: str, name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python stages/<stage>.py <variant-or-job> [overrides]`, run from `cwd` (a tmp directory)."""
     return run_python(str(REPO_ROOT / "stages" / f"{stage}.py"), name, *overrides, cwd=cwd)
+
+
+# --------------------------------------------------------------------------------------------- the demo
+# checkpoint through every target this host can build
+
+
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / f"{VARIANT}_demo.pth"
+
+
+@dataclass
+class DemoChain:
+    """`python -m pipeline` on the demo checkpoint (a trained, peaked model) with every target."""
+
+    out_dir: Path
+    overrides: tuple[str, ...]  # what the chain ran with: stage scripts given these find the same plan
+    result: subprocess.CompletedProcess
+
+    @property
+    def variant_dir(self) -> Path:
+        return self.out_dir / VARIANT
+
+    def metrics(self, target: str) -> dict:
+        return json.loads((self.variant_dir / "metrics" / f"{target}.json").read_text())
+
+    def copy(self, root: Path) -> "DemoChain":
+        """A copy of the outputs under `root`, for a test that breaks something."""
+        out = root / "out"
+        shutil.copytree(self.out_dir, out)
+        overrides = tuple(o for o in self.overrides if not o.startswith("out_dir=")) + (f"out_dir={out}",)
+        return DemoChain(out, overrides, self.result)
+
+
+@pytest.fixture(scope="session")
+def demo_chain(tmp_path_factory) -> DemoChain:
+    """Every target (`pipeline.backends.TARGETS`; the plan leaves out what this host cannot run) built
+    and verified from the demo checkpoint, INT8 calibrated on 32 crops of a small procedural set."""
+    from pipeline.backends import TARGETS
+
+    root = tmp_path_factory.mktemp("demo_chain")
+    coco = root / "coco"
+    data = run_python("-m", "stages.demo_data", f"demo_coco_dir={coco}", "coco_images=40", cwd=root)
+    assert data.returncode == 0, data.stderr
+    overrides = (f"model.checkpoint={DEMO_CHECKPOINT}", f"targets=[{','.join(TARGETS)}]",
+                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}")
+    result = run_python("-m", "pipeline", *overrides, cwd=root, timeout=1800)
+    return DemoChain(root / "out", overrides, result)

@@ -67,7 +67,7 @@ def test_instance_score_follows_mmpose_rescoring():
 def test_evaluate_writes_metrics_and_fails_beyond_the_limit(eval_cfg, coco, capsys):
     """A limit of -1 (the target must beat PyTorch by a whole AP) fails; the metrics are written anyway."""
     eval_cfg.evaluate = evaluate_settings(coco, max_ap_drop=-1.0)
-    with pytest.raises(VerificationError) as failure:
+    with pytest.raises(VerificationError, match="evaluate.max_ap_drop=-1") as failure:
         evaluate(eval_cfg, VARIANT)
     message = str(failure.value)
     assert "\n" not in message and "evaluate.max_ap_drop=-1" in message and "more target" in message

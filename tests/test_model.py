@@ -4,6 +4,7 @@ description read back off a state_dict's shapes."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -145,7 +146,7 @@ def test_preset_names_round_trip():
     ("rtmpose-m_coco17_256x192 ", ["rtmpose-<scale>_<keypoints>_<H>x<W>"]),
 ])
 def test_preset_errors_name_the_allowed_choices(name, fragments):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(fragments[0])) as info:
         preset_spec(name)
     for fragment in fragments:
         assert fragment in str(info.value)

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.io import write_json
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = BACKENDS["ncnn"].precisions
 TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
 PARAM_FILE = "model.ncnn.param"
 BIN_FILE = "model.ncnn.bin"

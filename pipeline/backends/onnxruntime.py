@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
 from pipeline.onnx_io import run_in_chunks
 from pipeline.quantize import activations_to_uint8, float_nodes
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = BACKENDS["onnxruntime"].precisions
 MODEL_FILE = "model.onnx"
 _TYPE_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
                onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8"}

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.onnx_io import run_in_chunks
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = BACKENDS["openvino"].precisions
 MODEL_FILE = "model.xml"
 _RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 

@@ -45,10 +45,18 @@ def fmt_number(value: float | None, spec: str, suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
+def elementwise_text(tol: dict) -> str:
+    """The elementwise limit of a precision (pipeline/verify.py: output_limit), scale = max |reference|."""
+    if tol.get("error_factor") is not None:
+        return (f"|Δ| ≤ {tol['error_factor']:g} × float32's own error + {tol['error_floor']:g} × scale "
+                f"(no float64 run: {tol['max_error']:g} × scale)")
+    return f"|Δ| ≤ {tol['max_error']:g} × scale"
+
+
 def tolerance_text(tol: dict) -> str:
     if not tol:
         return "—"
-    return (f"atol {tol['atol']:g}, rtol {tol['rtol']:g}, cosine ≥ {tol['min_cosine']:g}, mean drift ≤ "
+    return (f"{elementwise_text(tol)}, cosine ≥ {tol['min_cosine']:g}, mean drift ≤ "
             f"{tol['max_mean_drift_px']:g} px, ≥ {tol['min_agreement']:.0%} within {tol['agreement_px']:g} px")
 
 
@@ -99,6 +107,7 @@ def _filters(env: Environment) -> Environment:
     env.filters.update({
         "num": fmt_number, "g": lambda v: f"{v:g}", "pct": lambda v: f"{v:.0%}",
         "css_class": lambda status: str(status).replace(" ", "-"), "tolerance_text": tolerance_text,
+        "elementwise": elementwise_text,
         "executes_text": executes_text, "tools_text": tools_text, "tolerances_by_precision": tolerances_by_precision,
         "url": lambda path: quote(str(path)),
     })
