@@ -47,7 +47,7 @@ class StageLog:
         for line in self.path.read_text(encoding="utf-8").splitlines():
             module, *args = line.split()
             positional = [a for a in args if not a.startswith("-") and a != "params.yaml"]
-            stage = module.removeprefix("stages.")
+            stage = module.removeprefix("stages.").replace("_", "-")  # dvc.yaml's name of the stage
             names.append(f"{stage}@{positional[0]}" if positional else stage)
         return names
 
@@ -131,9 +131,9 @@ def plan(root: Path) -> dict:
 
 
 def planned_stages(root: Path) -> list[str]:
-    """The stages of the plan's jobs, from reference to verify."""
+    """`stage-deps` and the stages of the plan's jobs, from reference to verify."""
     jobs = plan(root)
-    return [*(f"{stage}@{v}" for v in jobs["variants"] for stage in ("reference", "export", "simplify")),
+    return ["stage-deps", *(f"{stage}@{v}" for v in jobs["variants"] for stage in ("reference", "export", "simplify")),
             *(f"{stage}@{job}" for job in jobs["jobs"] for stage in ("build", "verify"))]
 
 

@@ -25,7 +25,7 @@ from dvc_repo import (IGNORE, StageLog, assert_same_files, clone_of, dvc, env_fo
 pytestmark = pytest.mark.slow
 
 SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
-STAGES = [f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
+STAGES = ["stage-deps", f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
           *(f"{stage}@{VARIANT}.{target}" for stage in ("build", "verify") for target in FP32_TARGETS)]
 
 
@@ -79,7 +79,7 @@ def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, r
     module.write_text(module.read_text() + "\n# an edit that changes no behaviour\n")
     log = StageLog(tmp_path / "stages.log")
     dvc("repro", "verify", root=clone, log=log)
-    assert set(log.stages()) == {"stage_deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
+    assert set(log.stages()) == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
 
 
 def test_exp_run_composes_conf_through_hydra(reproduced, repo, tmp_path):
