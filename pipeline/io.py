@@ -1,6 +1,10 @@
 """Atomic outputs: write into a temporary sibling and rename it onto the final name when complete.
 
-A crash, a failed check or Ctrl-C leaves no half-written artifact where DVC would cache it.
+A crash, a failed check or Ctrl-C leaves no half-written artifact where DVC would cache it. A process
+killed outright (SIGKILL, the OOM killer, a CI timeout) cannot clean up: its temporary
+`<name>.tmp-<host>-<pid>` stays beside the output. DVC never sees it (`.dvcignore` ignores `*.tmp-*`, so
+it is neither an output nor part of a directory dependency's hash), and the next write of the same
+output removes it once no process of that id runs on this host.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,15 +25,52 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-@contextmanager
-def atomic_path(final: str | Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield `<final>.tmp-<pid>` (a fresh directory if `is_dir`); replace `final` with it on success.
+def _temporary_prefix(final: Path) -> str:
+    return f"{final.name}.tmp-{socket.gethostname()}-"
 
-    The process id keeps concurrent sweep jobs that write the same shared output apart.
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id exists on this host (signal 0 checks without signalling)."""
+    if os.name != "posix":  # os.kill would terminate the process on Windows; assume it runs
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: str | Path) -> list[Path]:
+    """Remove the temporaries of `final` that killed writers on this host left behind; returns them.
+
+    Only `<final>.tmp-<this host>-<pid>` siblings whose process no longer exists: a writer on another
+    host sharing the folder (a Ray or Slurm sweep) or one still running keeps its temporary.
     """
     final = Path(final)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    prefix = _temporary_prefix(final)
+    if not final.parent.is_dir():
+        return []
+    stale = [p for p in final.parent.iterdir()
+             if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()
+             and not _running(int(p.name[len(prefix):]))]
+    for path in stale:
+        _remove(path)
+    return stale
+
+
+@contextmanager
+def atomic_path(final: str | Path, is_dir: bool = False) -> Iterator[Path]:
+    """Yield `<final>.tmp-<host>-<pid>` (a fresh directory if `is_dir`); replace `final` with it on success.
+
+    Host and process id keep concurrent sweep jobs that write the same shared output apart. Temporaries
+    of `final` that killed processes of this host left are removed first (`remove_stale_temporaries`).
+    """
+    final = Path(final)
+    tmp = final.with_name(f"{_temporary_prefix(final)}{os.getpid()}")
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     _remove(tmp)
     if is_dir:
         tmp.mkdir()

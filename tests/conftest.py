@@ -87,6 +87,45 @@ def t_onnx(t_cfg, t_model, t_variant, tmp_path_factory) -> Path:
     return path
 
 
+# The committed demo checkpoint: a trained rtmpose-t whose SimCC outputs have clear peaks. Tests that compare
+# keypoints across runtimes use it; synthetic weights give flat outputs whose argmax any rounding can move.
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / f"{VARIANT}_demo.pth"
+# Two runtimes (or two CPUs) differ by about 1e-5 in the fp32 logits (README: 5e-6 to 1.4e-5 max |Δ| on the
+# demo checkpoint), so an argmax whose bin beats every other bin of its row by this much cannot move.
+ARGMAX_MARGIN = 1e-3
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> torch.nn.Module:
+    """The demo checkpoint in PyTorch (the reference of every keypoint comparison across runtimes)."""
+    cfg = load_config([f"model.checkpoint={DEMO_CHECKPOINT}"])
+    model, info = build_reference_model(cfg.model, preset_spec(VARIANT))
+    assert info.sha256 and info.source != "synthetic"
+    return model
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(demo_model, tmp_path_factory) -> Path:
+    """The demo checkpoint exported with the default export config (opset 17, dynamic batch)."""
+    cfg = load_config([f"model.checkpoint={DEMO_CHECKPOINT}"])
+    _, info = build_reference_model(cfg.model, preset_spec(VARIANT))
+    path = tmp_path_factory.mktemp("demo_onnx") / "model.onnx"
+    export_onnx(demo_model, preset_spec(VARIANT), info, cfg.export, path)
+    return path
+
+
+def unambiguous_keypoints(simcc_x: np.ndarray, simcc_y: np.ndarray, margin: float = ARGMAX_MARGIN) -> np.ndarray:
+    """[..., K] bool: keypoints whose SimCC maxima beat the runner-up bin of their row by at least `margin` in
+    both rows and whose score is above `margin` (mmpose's decode masks scores <= 0). Another runtime or CPU
+    decodes these to the same bins; elsewhere a near-tie may go either way."""
+    def lead(logits: np.ndarray) -> np.ndarray:
+        top2 = np.sort(logits, axis=-1)[..., -2:]
+        return top2[..., 1] - top2[..., 0]
+
+    score = np.minimum(simcc_x.max(-1), simcc_y.max(-1))
+    return (lead(simcc_x) >= margin) & (lead(simcc_y) >= margin) & (score > margin)
+
+
 def renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
     """A copy of an ONNX model with one tensor renamed everywhere it appears."""
     out = onnx.ModelProto()

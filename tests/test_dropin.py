@@ -19,14 +19,14 @@ from pipeline.presets import preset_spec
 from pipeline.spec import PreprocessSpec
 
 from conftest import VARIANT
-from test_infer import TARGETS, artifact_dir, build_fp32_artifacts
+from test_infer import TARGETS, artifact_dir, build_fp32_artifacts, reference_pose
 
 BOX = [20, 10, 370, 512]
 
 
 @pytest.fixture(scope="module")
-def built(t_onnx, tmp_path_factory):
-    cfg = build_fp32_artifacts(t_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+def built(demo_onnx, tmp_path_factory):
+    cfg = build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
     for target in TARGETS:
         meta = json.loads((artifact_dir(cfg, target) / "artifact.json").read_text())
         write_dropin(artifact_dir(cfg, target), target, meta["variant"], meta["onnx_metadata"])
@@ -126,7 +126,7 @@ def test_zip_loads_as_rtmlib_loads_it(built, extracted):
     np.testing.assert_array_equal(simcc_y, expected["simcc_y"])
 
 
-def test_rtmlib_pose_matches_pipeline_infer(built, extracted):
+def test_rtmlib_pose_matches_pipeline_infer(built, extracted, demo_model):
     """rtmlib's own RTMPose on the extracted model agrees with `pipeline.infer`.
 
     Read from rtmlib 0.0.16's source: its crop is the same padded, aspect-fixed affine warp (cv2, bilinear)
@@ -134,7 +134,7 @@ def test_rtmlib_pose_matches_pipeline_infer(built, extracted):
     it maps keypoints back with center/scale arithmetic instead of the inverse matrix; and its score is the
     *mean* of the two SimCC maxima where mmpose (and we) take the *min*. rtmlib also normalises the array as
     given, with no BGR->RGB swap, so it is handed RGB here, as the model was trained. So: keypoints agree
-    closely (not bit for bit), scores differ by design.
+    closely (not bit for bit) wherever the argmax is unambiguous, scores differ by design.
     """
     rtmlib = pytest.importorskip("rtmlib")
     image = load_rgb(DATA_DIR / "astronaut.png")
@@ -143,7 +143,8 @@ def test_rtmlib_pose_matches_pipeline_infer(built, extracted):
     keypoints, scores = body(image, bboxes=[BOX])
     assert keypoints.shape == (1, 17, 2) and scores.shape == (1, 17)
     ours, our_scores = estimate(open_artifact(artifact_dir(built, "onnxruntime-fp32"), built), image, BOX)
-    np.testing.assert_allclose(keypoints[0], ours, atol=1e-3)
+    same = reference_pose(demo_model, tuple(BOX))[2]
+    np.testing.assert_allclose(keypoints[0][same], ours[same], atol=1e-3)
     assert np.all(scores[0] >= our_scores - 1e-5), "rtmlib's mean of the maxima is at least mmpose's min"
 
 

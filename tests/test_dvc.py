@@ -1,12 +1,15 @@
 """End to end under DVC, in a temporary copy of the repository: `dvc repro`, the metrics, a no-op
 second run, `dvc exp run -S ...` composing conf/ through Hydra (also queued, two at a time), and a
-second clone restoring from a shared remote."""
+second clone restoring from a shared remote.
+
+Every test stands alone: the module's repository is reproduced and committed once, and a test that changes
+it works in its own clone. Outcomes are checked, not DVC's wording: the stage commands that ran (StageLog),
+dvc.lock, `dvc status --json`, `dvc exp show --json` and the files.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import subprocess
 import time
@@ -15,79 +18,40 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import FP32_TARGETS, PYTHON, REPO_ROOT, VARIANT
+from conftest import FP32_TARGETS, REPO_ROOT, VARIANT
+from dvc_repo import (IGNORE, StageLog, assert_same_files, clone_of, dvc, env_for, git, init_repo, lock, plan,
+                      planned_stages, status, workspace_clone)
 
 pytestmark = pytest.mark.slow
 
-COPIED = ("dvc.yaml", "conf", "stages", "pipeline", "hydra_plugins", "checkpoints", "pyproject.toml", ".gitignore",
-          ".dvcignore")
-STAGES = [f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
+SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
+STAGES = ["stage-deps", f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
           *(f"{stage}@{VARIANT}.{target}" for stage in ("build", "verify") for target in FP32_TARGETS)]
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "local", "*.egg-info")
-
-
-def env_for(root: Path | None) -> dict[str, str]:
-    """`python` on PATH is this interpreter; PYTHONPATH (if given) puts the copy's packages first."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PATH=f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
-               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
-    if root is not None:
-        env["PYTHONPATH"] = str(root)
-    return env
-
-
-def run(args: list[str], root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=root, env=env_for(root), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
-    result = run([PYTHON, "-m", "dvc", *args], root)
-    assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def copy_repo(root: Path) -> None:
-    for name in COPIED:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=IGNORE)
-        else:
-            shutil.copy2(source, root / name)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A git + DVC repository holding a copy of the project and params.yaml for synthetic rtmpose-t."""
-    root = tmp_path_factory.mktemp("repo")
-    copy_repo(root)
-    for args in (["git", "init", "-q"], [PYTHON, "-m", "dvc", "init", "-q"]):
-        assert run(args, root).returncode == 0
-    shutil.copy2(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # hydra.enabled for `dvc exp run`
-
-    installed_params = (REPO_ROOT / "params.yaml").read_bytes()
-    result = run([PYTHON, "-m", "pipeline.params", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
-                 root)
-    assert result.returncode == 0, result.stderr
-    assert (REPO_ROOT / "params.yaml").read_bytes() == installed_params  # wrote the copy's, not the repo's
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    assert sorted(params["plan"]["jobs"]) == sorted(f"{VARIANT}.{t}" for t in FP32_TARGETS)
-
-    for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
-        assert run(args, root).returncode == 0
+    root = init_repo(tmp_path_factory.mktemp("repo") / "repo", SYNTHETIC)
+    assert sorted(plan(root)["jobs"]) == sorted(f"{VARIANT}.{t}" for t in FP32_TARGETS)
     return root
 
 
 @pytest.fixture(scope="module")
-def reproduced(repo) -> subprocess.CompletedProcess:
-    # `verify` and its upstream: the stages of the planned jobs (benchmarks and demo training are not needed).
-    return dvc("repro", "verify", root=repo)
+def reproduced(repo, tmp_path_factory) -> StageLog:
+    """`verify` and its upstream (the stages of the planned jobs; benchmarks and demo training are not needed),
+    with dvc.lock committed; returns the stage commands that ran."""
+    log = StageLog(tmp_path_factory.mktemp("log") / "stages.log")
+    dvc("repro", "verify", root=repo, log=log)
+    git("add", "-A", root=repo)
+    git("commit", "-q", "-m", "repro", root=repo)
+    return log
 
 
-def test_repro_runs_every_stage(reproduced):
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in reproduced.stdout, stage
+def test_repro_runs_every_stage(reproduced, repo):
+    assert sorted(reproduced.stages()) == sorted(STAGES)  # each once
+    assert set(lock(repo)) == set(STAGES)
+    assert status(repo, "--with-deps", "verify") == {}
 
 
 def test_metrics_show_lists_both_jobs_as_passed(reproduced, repo):
@@ -98,59 +62,69 @@ def test_metrics_show_lists_both_jobs_as_passed(reproduced, repo):
         assert metrics["passed"] is True and metrics["job"] == f"{VARIANT}.{target}"
 
 
-def test_second_repro_reruns_nothing(reproduced, repo):
-    again = dvc("repro", "verify", root=repo)
-    assert "Running stage" not in again.stdout
-    for stage in STAGES:
-        assert f"Stage '{stage}' didn't change" in again.stdout
+def test_second_repro_reruns_nothing(reproduced, repo, tmp_path):
+    locked = (repo / "dvc.lock").read_bytes()
+    log = StageLog(tmp_path / "stages.log")
+    dvc("repro", "verify", root=repo, log=log)
+    assert log.stages() == []
+    assert (repo / "dvc.lock").read_bytes() == locked
 
 
 def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, repo, tmp_path):
     """Stages list their sources through their stage-deps file (pipeline/stage_deps.py): an edit to one
     backend's module reruns `stage-deps`, then that backend's build and verify only."""
-    copy = tmp_path / "copy"
-    shutil.copytree(repo, copy, symlinks=True)  # the fixture's repository, cache and outputs
-    result = run([PYTHON, "-m", "pipeline.params", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
-                 copy)
-    assert result.returncode == 0, result.stderr
-    dvc("repro", "verify", root=copy)  # the fixture's plan, whatever experiment the workspace held
-    module = copy / "pipeline" / "backends" / "openvino.py"
+    clone = workspace_clone(repo, tmp_path / "clone")
+    dvc("repro", "verify", root=clone)  # the fixture's plan, whatever experiment the workspace held
+    module = clone / "pipeline" / "backends" / "openvino.py"
     module.write_text(module.read_text() + "\n# an edit that changes no behaviour\n")
-    ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro", "verify", root=copy).stdout))
-    assert ran == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
+    log = StageLog(tmp_path / "stages.log")
+    dvc("repro", "verify", root=clone, log=log)
+    assert set(log.stages()) == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
 
 
-def test_exp_run_composes_conf_through_hydra(reproduced, repo):
-    for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "repro"]):
-        assert run(args, repo).returncode == 0
-    result = dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
-                 "-S", "simplify.atol=0.001", "verify", root=repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+def test_exp_run_composes_conf_through_hydra(reproduced, repo, tmp_path):
+    clone = workspace_clone(repo, tmp_path / "clone")
+    before = lock(clone)
+    log = StageLog(tmp_path / "stages.log")
+    dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+        "-S", "simplify.atol=0.001", "verify", root=clone, log=log)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
     assert params["targets"] == ["onnxruntime-fp32"] and params["simplify"]["atol"] == 0.001
     assert list(params["plan"]["jobs"]) == [f"{VARIANT}.onnxruntime-fp32"]
-    assert f"Running stage 'simplify@{VARIANT}'" in result.stdout  # its param changed ...
-    assert f"Stage 'verify@{VARIANT}.onnxruntime-fp32' didn't change" in result.stdout  # ... its ONNX did not
-    assert "openvino-fp32'" not in result.stdout  # no longer a job: no stage of it runs
+    ran = log.stages()
+    assert f"simplify@{VARIANT}" in ran  # its param changed ...
+    assert f"verify@{VARIANT}.onnxruntime-fp32" not in ran  # ... its ONNX did not
+    assert lock(clone)[f"verify@{VARIANT}.onnxruntime-fp32"] == before[f"verify@{VARIANT}.onnxruntime-fp32"]
+    assert not [stage for stage in ran if "openvino-fp32" in stage]  # no longer a job: no stage of it runs
 
 
-def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo):
+def experiments(root: Path) -> list[dict]:
+    shown = json.loads(dvc("exp", "show", "--json", root=root).stdout)
+    return [exp for baseline in shown for exp in baseline.get("experiments") or []]
+
+
+def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo, tmp_path):
     """`-S key=a,b` queues one experiment per value, each composed from conf/ by DVC; two workers run them."""
+    clone = workspace_clone(repo, tmp_path / "clone")
     dvc("exp", "run", "--queue", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
-        "-S", "simplify.atol=0.002,0.003", "verify", root=repo)
-    assert "Started '2' new experiments task queue workers" in dvc("queue", "start", "-j", "2", root=repo).stdout
-    deadline = time.monotonic() + 240
-    while re.search(r"\b(Queued|Running)\b", status := dvc("queue", "status", root=repo).stdout):
-        assert time.monotonic() < deadline, status
+        "-S", "simplify.atol=0.002,0.003", "verify", root=clone)
+    assert [(exp["executor"] or {}).get("state") for exp in experiments(clone)] == ["queued", "queued"]
+    dvc("queue", "start", "-j", "2", root=clone)
+    deadline = time.monotonic() + 300
+    while True:
+        shown = experiments(clone)
+        if not {(exp["executor"] or {}).get("state") for exp in shown} & {"queued", "running"}:
+            break
+        assert time.monotonic() < deadline, shown
         time.sleep(2)
-    assert status.count("Success") == 2, status
-    shown = json.loads(dvc("exp", "show", "--json", root=repo).stdout)
-    experiments = [rev for baseline in shown for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
     done = {}
-    for rev in experiments:
-        params = rev["data"]["params"]["params.yaml"]["data"]
-        metrics = rev["data"]["metrics"][f"artifacts/{VARIANT}/metrics/onnxruntime-fp32.json"]["data"]
-        done[params["simplify"]["atol"]] = (params["targets"], metrics["passed"])
-    assert done[0.002] == done[0.003] == (["onnxruntime-fp32"], True)  # metrics come from the DVC cache
+    for exp in shown:
+        assert (exp["executor"] or {}).get("state", "success") == "success", exp
+        for rev in exp["revs"]:
+            params = rev["data"]["params"]["params.yaml"]["data"]
+            metrics = rev["data"]["metrics"][f"artifacts/{VARIANT}/metrics/onnxruntime-fp32.json"]["data"]
+            done[params["simplify"]["atol"]] = (params["targets"], metrics["passed"])
+    assert done == {0.002: (["onnxruntime-fp32"], True), 0.003: (["onnxruntime-fp32"], True)}  # from the DVC cache
 
 
 def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
@@ -171,41 +145,28 @@ def shared_remote(reproduced, repo, tmp_path_factory) -> Path:
     """Clone A (the repo) pushes its outputs and its run-cache to a local-directory remote."""
     remote = tmp_path_factory.mktemp("remote")
     dvc("remote", "add", "-d", "-f", "shared", str(remote), root=repo)
-    for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "lock and remote", "--allow-empty"]):
-        assert run(args, repo).returncode == 0, args
+    git("add", "-A", root=repo)
+    git("commit", "-q", "-m", "remote", "--allow-empty", root=repo)
     dvc("push", "--run-cache", root=repo)
     return remote
 
 
-def clone_of(repo: Path, tmp_path: Path) -> Path:
-    clone = tmp_path / "clone"
-    assert run(["git", "clone", "-q", str(repo), str(clone)], tmp_path).returncode == 0
-    return clone
-
-
-def planned_stages(root: Path) -> list[str]:
-    plan = yaml.safe_load((root / "params.yaml").read_text())["plan"]  # an earlier test's experiment
-    assert plan["jobs"]
-    return [*(f"{stage}@{v}" for v in plan["variants"] for stage in ("reference", "export", "simplify")),
-            *(f"{stage}@{job}" for job in plan["jobs"] for stage in ("build", "verify"))]
-
-
 def assert_same_outputs(clone: Path, repo: Path) -> None:
     targets = yaml.safe_load((clone / "params.yaml").read_text())["targets"]
-    for relative in ([VARIANT, "reference.npz"], [VARIANT, "export", "model.onnx"], [VARIANT, "simplified", "model.onnx"],
-                     *([VARIANT, target, "artifact.json"] for target in targets),
-                     *([VARIANT, "metrics", f"{target}.json"] for target in targets)):
-        path = Path("artifacts", *relative)
-        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+    for relative in ("reference.npz", "export/model.onnx", "simplified", *targets,
+                     *(f"metrics/{target}.json" for target in targets)):
+        assert_same_files(clone, repo, Path("artifacts", VARIANT, relative))
 
 
 def test_second_clone_restores_from_shared_remote_without_running(shared_remote, repo, tmp_path):
     """Clone B (dvc.lock committed) runs the GPU workflow's `dvc repro --pull --allow-missing`, which runs
     no stage command, and `dvc pull` then restores every artifact byte for byte."""
-    clone = clone_of(repo, tmp_path)
-    restored = dvc("repro", "--pull", "--allow-missing", "verify", root=clone)
-    assert "Running stage" not in restored.stdout, restored.stdout
+    clone = clone_of(repo, tmp_path / "clone")
+    log = StageLog(tmp_path / "stages.log")
+    dvc("repro", "--pull", "--allow-missing", "verify", root=clone, log=log)
+    assert log.stages() == []
     dvc("pull", "--with-deps", "verify", root=clone)
+    assert status(clone, "--with-deps", "verify") == {}
     assert_same_outputs(clone, repo)
 
 
@@ -214,10 +175,11 @@ def test_second_clone_restores_from_the_run_cache_alone(shared_remote, repo, tmp
     by its cmd and the hashes of its deps and params, downloads the outputs of the entry it finds and checks
     them out: no stage command runs. (`dvc pull --run-cache` downloads the entries but not their outputs,
     so a plain `dvc repro` after it runs every stage.)"""
-    clone = clone_of(repo, tmp_path)
+    clone = clone_of(repo, tmp_path / "clone")
     (clone / "dvc.lock").unlink()
-    restored = dvc("repro", "--pull", "verify", root=clone)
-    assert "Running stage" not in restored.stdout, restored.stdout
-    for stage in planned_stages(clone):
-        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in restored.stdout, stage
+    log = StageLog(tmp_path / "stages.log")
+    dvc("repro", "--pull", "verify", root=clone, log=log)
+    assert log.stages() == []
+    assert set(lock(clone)) == set(planned_stages(clone))  # every stage restored, and recorded as if it ran
+    assert status(clone, "--with-deps", "verify") == {}
     assert_same_outputs(clone, repo)

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import REPO_ROOT, VARIANT, max_abs_diff, renamed, run_onnx, sha256
+from conftest import REPO_ROOT, VARIANT, max_abs_diff, renamed, run_onnx, sha256, unambiguous_keypoints
 from pipeline import steps
 from pipeline.config import load_config
 from pipeline.decode import simcc_argmax
@@ -230,9 +230,9 @@ BOX = [20, 10, 370, 512]
 
 
 @pytest.fixture(scope="module")
-def rtmlib_pose(t_onnx):
+def rtmlib_pose(demo_onnx):
     rtmlib = pytest.importorskip("rtmlib")
-    return rtmlib.RTMPose(onnx_model=str(t_onnx), model_input_size=(192, 256), backend="onnxruntime", device="cpu")
+    return rtmlib.RTMPose(onnx_model=str(demo_onnx), model_input_size=(192, 256), backend="onnxruntime", device="cpu")
 
 
 def test_positional_io_as_rtmlib_reads_it(t_onnx, golden):
@@ -246,7 +246,9 @@ def test_positional_io_as_rtmlib_reads_it(t_onnx, golden):
     np.testing.assert_array_equal(outputs[1], by_name["simcc_y"])
 
 
-def test_rtmlib_runs_the_export_and_agrees_with_our_decoding(rtmlib_pose, t_onnx):
+def test_rtmlib_runs_the_export_and_agrees_with_our_decoding(rtmlib_pose, demo_onnx):
+    """The demo checkpoint's export (clear SimCC peaks): rtmlib's input differs from ours only in the last bits
+    (it normalises in float64), so on keypoints whose argmax is unambiguous it decodes the same bins."""
     # rtmlib passes the frame to the model as given (it does not convert cv2's BGR to RGB), so give it
     # the RGB image our preprocessing uses; its bbox padding (1.25) and affine crop are mmpose's, like ours.
     image = cv2.cvtColor(cv2.imread(str(DATA_DIR / "astronaut.png")), cv2.COLOR_BGR2RGB)
@@ -254,14 +256,14 @@ def test_rtmlib_runs_the_export_and_agrees_with_our_decoding(rtmlib_pose, t_onnx
     assert keypoints.shape == (1, 17, 2) and scores.shape == (1, 17)
 
     patch, matrix = crop(image, BOX, (256, 192))
-    outputs = run_onnx(t_onnx, normalize(patch)[None])
+    outputs = run_onnx(demo_onnx, normalize(patch)[None])
     ours, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"])
     ours = to_image_coords(ours, matrix)
     mean_of_maxima = 0.5 * (outputs["simcc_x"].max(-1) + outputs["simcc_y"].max(-1))  # rtmlib's score
     np.testing.assert_allclose(scores, mean_of_maxima, atol=1e-4)
-    valid = scores > 0  # rtmlib sets keypoints with score <= 0 to -1 before rescaling
-    assert valid.any()
-    assert np.max(np.linalg.norm(keypoints - ours, axis=-1)[valid]) < 2.0
+    same = unambiguous_keypoints(outputs["simcc_x"], outputs["simcc_y"])  # score > 0 too: rtmlib keeps them
+    assert same.sum() >= same.size // 2, same
+    np.testing.assert_allclose(keypoints[same], ours[same], atol=1e-3)
 
 
 def test_rtmlib_on_a_bgr_frame_as_its_users_call_it(rtmlib_pose):

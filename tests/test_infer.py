@@ -1,4 +1,7 @@
-"""`python -m pipeline.infer`: artifact directories and bare files, mmpose preprocessing and decode, errors."""
+"""`python -m pipeline.infer`: artifact directories and bare files, mmpose preprocessing and decode, errors.
+
+The artifacts hold the demo checkpoint (a trained model with clear SimCC peaks); keypoints of two runtimes are
+compared where the reference's argmax is unambiguous (conftest.unambiguous_keypoints), which holds on any CPU."""
 
 from __future__ import annotations
 
@@ -23,18 +26,23 @@ from pipeline.infer import draw_pose, estimate, main, open_artifact
 from pipeline.keypoints import COCO17, COCO17_SKELETON
 from pipeline.preprocess import crop, load_rgb, normalize, to_image_coords
 
-from conftest import REPO_ROOT, VARIANT, run_python
+from conftest import DEMO_CHECKPOINT, REPO_ROOT, VARIANT, run_python, unambiguous_keypoints
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp32")
 IMAGE = DATA_DIR / "astronaut.png"
 BOX = (20.0, 10.0, 370.0, 512.0)
 
 
+def fp32_overrides(out_dir: Path) -> list[str]:
+    """The config of the fp32 artifacts: the demo checkpoint, both fp32 targets, outputs under `out_dir`."""
+    return [f"model.checkpoint={DEMO_CHECKPOINT}", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"]
+
+
 @functools.lru_cache(maxsize=None)
 def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
-    """cfg with the fp32 artifacts built by `steps.build` from an exported ONNX; built once per test session
-    (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
-    cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
+    """cfg with the fp32 artifacts built by `steps.build` from the demo checkpoint's ONNX (`demo_onnx`); built
+    once per test session (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
+    cfg = load_config(fp32_overrides(out_dir))
     simplified = Path(cfg.plan["variants"][VARIANT]["simplified_onnx"])
     simplified.parent.mkdir(parents=True)
     shutil.copyfile(onnx_path, simplified)
@@ -44,8 +52,8 @@ def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def built(t_onnx, tmp_path_factory):
-    return build_fp32_artifacts(t_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+def built(demo_onnx, tmp_path_factory):
+    return build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
 
 
 def artifact_dir(cfg, target: str) -> Path:
@@ -53,12 +61,16 @@ def artifact_dir(cfg, target: str) -> Path:
 
 
 def reference_pose(model, box=BOX):
-    """PyTorch on the mmpose crop, mmpose decode, back to image pixels."""
+    """PyTorch on the mmpose crop, mmpose decode, back to image pixels: keypoints [K,2], scores [K] and
+    which keypoints any runtime decodes to the same bins ([K] bool; at least half of them, or the test
+    image says too little)."""
     crop_rgb, matrix = crop(load_rgb(IMAGE), box, (256, 192))
     with torch.no_grad():
-        simcc_x, simcc_y = model(torch.from_numpy(normalize(crop_rgb)[None]))
-    keypoints, scores = decode_simcc(simcc_x.numpy(), simcc_y.numpy())
-    return to_image_coords(keypoints[0].astype(np.float64), matrix), scores[0]
+        simcc_x, simcc_y = (out.numpy() for out in model(torch.from_numpy(normalize(crop_rgb)[None])))
+    keypoints, scores = decode_simcc(simcc_x, simcc_y)
+    unambiguous = unambiguous_keypoints(simcc_x, simcc_y)[0]
+    assert unambiguous.sum() >= len(unambiguous) // 2, unambiguous
+    return to_image_coords(keypoints[0].astype(np.float64), matrix), scores[0], unambiguous
 
 
 def run_main(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -68,17 +80,17 @@ def run_main(capsys, *argv) -> tuple[int, dict | None, str]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_artifact_dir_matches_pytorch(built, t_model, target):
+def test_artifact_dir_matches_pytorch(built, demo_model, target):
     artifact = open_artifact(artifact_dir(built, target), built)
     assert (artifact.target.name, artifact.spec.name) == (target, VARIANT)
     keypoints, scores = estimate(artifact, load_rgb(IMAGE), BOX)
-    ref_keypoints, ref_scores = reference_pose(t_model)
+    ref_keypoints, ref_scores, same = reference_pose(demo_model)
     assert keypoints.shape == (17, 2) and scores.shape == (17,)
-    np.testing.assert_allclose(keypoints, ref_keypoints, atol=1e-6)
+    np.testing.assert_allclose(keypoints[same], ref_keypoints[same], atol=1e-6)  # the same bins
     np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
 
 
-def test_cli_prints_json_and_draws(built, t_model, tmp_path):
+def test_cli_prints_json_and_draws(built, demo_model, tmp_path):
     """The command users type, as a subprocess: JSON on stdout, the drawing on disk."""
     saved = tmp_path / "pose.png"
     result = run_python("-m", "pipeline.infer", str(artifact_dir(built, "openvino-fp32")), str(IMAGE),
@@ -89,22 +101,23 @@ def test_cli_prints_json_and_draws(built, t_model, tmp_path):
     assert list(pose) == ["variant", "target", "box", "keypoints", "scores", "keypoint_names"]
     assert (pose["variant"], pose["target"], pose["box"]) == (VARIANT, "openvino-fp32", list(BOX))
     assert pose["keypoint_names"] == list(COCO17)
-    ref_keypoints, ref_scores = reference_pose(t_model)
-    np.testing.assert_allclose(pose["keypoints"], ref_keypoints, atol=1e-3)
+    ref_keypoints, ref_scores, same = reference_pose(demo_model)
+    np.testing.assert_allclose(np.array(pose["keypoints"])[same], ref_keypoints[same], atol=1e-3)
     np.testing.assert_allclose(pose["scores"], ref_scores, atol=1e-4)
     drawing, image = cv2.imread(str(saved)), cv2.imread(str(IMAGE))
     assert drawing.shape == image.shape and not np.array_equal(drawing, image)
 
 
-def test_default_box_is_the_whole_image(built, t_model, capsys):
+def test_default_box_is_the_whole_image(built, demo_model, capsys):
     code, pose, _ = run_main(capsys, artifact_dir(built, "onnxruntime-fp32"), IMAGE)
     assert code == 0
     h, w = load_rgb(IMAGE).shape[:2]
     assert pose["box"] == [0.0, 0.0, float(w), float(h)]
-    np.testing.assert_allclose(pose["keypoints"], reference_pose(t_model, (0, 0, w, h))[0], atol=1e-3)
+    ref_keypoints, _, same = reference_pose(demo_model, (0, 0, w, h))
+    np.testing.assert_allclose(np.array(pose["keypoints"])[same], ref_keypoints[same], atol=1e-3)
 
 
-def test_bare_files_under_any_name(built, tmp_path, capsys):
+def test_bare_files_under_any_name(built, demo_model, tmp_path, capsys):
     """A bare .onnx runs on onnxruntime, a bare .xml (+ .bin) on openvino; the variant is read from the file."""
     onnx_file = tmp_path / "end2end.onnx"
     shutil.copyfile(artifact_dir(built, "onnxruntime-fp32") / "model.onnx", onnx_file)
@@ -119,7 +132,9 @@ def test_bare_files_under_any_name(built, tmp_path, capsys):
         assert poses[path]["variant"] == VARIANT
     assert poses[onnx_file]["target"] == "onnxruntime-fp32"
     assert poses[ir_dir / "pose.xml"]["target"] == poses[ir_dir]["target"] == "openvino-fp32"
-    np.testing.assert_allclose(poses[onnx_file]["keypoints"], poses[ir_dir]["keypoints"], atol=1e-3)
+    same = reference_pose(demo_model)[2]
+    np.testing.assert_allclose(np.array(poses[onnx_file]["keypoints"])[same], np.array(poses[ir_dir]["keypoints"])[same],
+                               atol=1e-3)
 
 
 def test_model_file_inside_an_artifact_dir_uses_its_artifact_json(built, capsys):

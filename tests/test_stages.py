@@ -49,7 +49,7 @@ def test_every_stage_writes_its_outputs(chain):
                 "metrics/onnxruntime-fp32.json", "metrics/openvino-fp32.json"]
     for name in expected:
         assert (variant_dir / name).is_file(), name
-    assert not [p for p in variant_dir.rglob("*.tmp")]  # atomic writes left no temporaries
+    assert not [p for p in variant_dir.parent.rglob("*.tmp-*")]  # atomic writes left no temporaries
 
 
 def test_stages_are_quiet_on_stderr_when_they_pass(chain):

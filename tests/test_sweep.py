@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO_ROOT, run_python
@@ -41,7 +42,8 @@ def test_ray_sweep_runs_every_job_and_prints_the_table(tmp_path):
                         "targets=[onnxruntime-fp32]", f"model={','.join(VARIANTS)}", f"out_dir={out}",
                         f"hydra.sweep.dir={sweep}", cwd=REPO_ROOT, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "Ray Launcher is launching 2 jobs" in result.stderr + result.stdout
+    launcher = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["launcher"]  # what Hydra launched with
+    assert launcher["_target_"].endswith("RayLauncher") and launcher["ray"]["init"]["address"] == "local"
     assert "sweep: 2 jobs, 2 passed or left out, 0 failed" in result.stdout
     for number, variant in enumerate(VARIANTS):
         results = json.loads((sweep / str(number) / "results.json").read_text())
