@@ -36,6 +36,7 @@ def run_chain(raw: DictConfig) -> list[tuple[str, str]]:
             steps.quantize(cfg, variant)
     for job in cfg.plan["jobs"]:
         try:
+            steps.tune(cfg, job)
             steps.build(cfg, job)
             steps.verify(cfg, job)
             results.append((job, "passed"))

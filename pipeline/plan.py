@@ -40,7 +40,8 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
 
 def job_paths(out_dir: str, variant: str, target: str) -> dict[str, str]:
     root = PurePosixPath(out_dir) / variant
-    return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json")}
+    return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json"),
+            "tune": str(root / "tune" / f"{target}.json")}
 
 
 # Which backends build INT8 from the shared Q/DQ ONNX, and which calibrate themselves (NNCF).
@@ -146,12 +147,17 @@ def _plan_resolver(model_name: str, checkpoint: Any, targets: Any, out_dir: str,
 
 
 def _hardware_resolver() -> Any:
-    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT."""
+    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT; and
+    under `cpu`, the CPU that tuned runtime settings are measured on."""
     from pipeline.backends import BACKENDS
     from pipeline.hardware import gpu_fingerprint
 
-    return OmegaConf.create({name: gpu_fingerprint() if name == "tensorrt" else {"portable": True}
-                             for name in BACKENDS})
+    from pipeline.hardware import cpu_fingerprint
+
+    hardware = {name: gpu_fingerprint() if name == "tensorrt" else {"portable": True} for name in BACKENDS}
+    # What tuned runtime settings are bound to (the `tune` stage's param): not the OS, which changes on updates.
+    hardware["cpu"] = {k: v for k, v in cpu_fingerprint().items() if k != "os"}
+    return OmegaConf.create(hardware)
 
 
 def register_resolvers() -> None:

@@ -105,7 +105,7 @@ def collect_rows(cfg: RunConfig) -> list[Row]:
 
     rows = []
     for variant, entry in cfg.plan["variants"].items():
-        bench = (_read_json(entry["benchmark"]) or {}).get("targets", {})
+        bench = (_read_json(entry["benchmark"]) or {}).get("candidates", {})
         for target in cfg.targets:
             job = f"{variant}.{target}"
             precision = get_target(target).precision
@@ -141,9 +141,9 @@ def collect_rows(cfg: RunConfig) -> list[Row]:
             if timing:
                 row.latency_ms_median = timing["latency_ms_median"]
                 row.latency_ms_p90 = timing["latency_ms_p90"]
-                row.speedup = timing.get("speedup_vs_onnxruntime_fp32")
-                row.throughput_img_s = timing["throughput_img_s"]
-                row.throughput_batch = timing["throughput_batch"]
+                row.speedup = timing.get("speedup_vs_best_peer")
+                row.throughput_img_s = timing.get("throughput_img_s")
+                row.throughput_batch = timing.get("throughput_images")
             rows.append(row)
     return rows
 
@@ -192,9 +192,11 @@ def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
         warnings.append(f"artifacts were built from different weights ({groups}); rebuild the stale ones")
     bench = _read_json(entry["benchmark"])
     if bench:
-        timed = next(iter(bench["targets"].values()), {})
-        benchmark = (f"batch-1 latency over {timed.get('iterations', '?')} timed calls per target, targets "
-                     f"timed round-robin in one process; throughput at batch {timed.get('throughput_batch', '?')}")
+        method = bench.get("method", {})
+        benchmark = (f"batch-1 latency: {method.get('blocks', '?')} blocks of {method.get('calls', '?')} timed calls "
+                     "per candidate, each candidate in its own process, blocks alternating across candidates; "
+                     f"throughput over {method.get('throughput_images', '?')} images in flight; speed-up against "
+                     "the best peer (what a user gets without the pipeline)")
     else:
         benchmark = (f"no benchmark yet: run `python -m stages.benchmark {variant}` (under DVC it runs once every "
                      "job of the variant passed)")

@@ -32,7 +32,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _overrides(out_dir: Path) -> list[str]:
     return ["model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]",
             "verify.tolerances.fp16.max_mean_drift_px=-1", "verify.num_random=1",
-            "benchmark.warmup=1", "benchmark.iterations=3", "benchmark.throughput_batch=2"]
+            "benchmark.warmup=1", "benchmark.calls=3", "benchmark.blocks=1", "benchmark.throughput_images=2",
+            "benchmark.settle_s=0", "benchmark.peers=false"]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_dvc_plots_data_are_records_of_the_table_numbers(run):
     size = json.loads((report / "plots" / "size.json").read_text())
     assert [r["target"] for r in latency] == list(TARGETS)
     assert [r["target"] for r in size] == list(TARGETS)
-    bench = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())["targets"]
+    bench = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())["candidates"]
     for record in latency:
         assert record["latency_ms"] == round(bench[record["target"]]["latency_ms_median"], 3)
         assert record["drift_px"] == round(_metrics(cfg, record["target"])["keypoints"]["confident"]["mean_drift_px"], 4)

@@ -10,6 +10,16 @@ Artifact: `model.xml` + `model.bin` (IR from `openvino.convert_model` + `save_mo
 Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO computes in bf16 unless
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
 really executes, read from its runtime graph; verification checks them against the target.
+
+Runtime settings (pipeline/runtime.py; a missing key leaves OpenVINO's default, so `{}` with
+`inference_precision_hint: null` is a plain `compile_model(path, "CPU")`):
+- `performance_hint`: `LATENCY` or `THROUGHPUT` (PERFORMANCE_HINT; OpenVINO then picks streams and threads);
+- `inference_num_threads`, `num_streams`, `enable_cpu_pinning`: the CPU plugin's properties of those names;
+- `static_batch`: `Model.reshape` to [static_batch,3,H,W] before compiling, so the plugin compiles
+  static shapes; inputs of another batch run `static_batch` images per request;
+- `inference_precision_hint`: absent: the target's (above); null: OpenVINO's default for the CPU;
+- `requests`: throughput mode only: `AsyncInferQueue` size (0: the compiled model's
+  OPTIMAL_NUMBER_OF_INFER_REQUESTS).
 """
 
 from __future__ import annotations
@@ -23,9 +33,12 @@ import numpy as np
 from pipeline.backends import Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.runtime import check_keys, check_mode, per_image, recorded_runtime
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MODEL_FILE = "model.xml"
+RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
+                "inference_precision_hint", "requests")
 _RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
@@ -77,35 +90,80 @@ def precision_hint(precision: str, device: str) -> str:
     return "f32"
 
 
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    """The settings of an artifact that records none: `backends.openvino` threads, one stream."""
+    check_mode(mode)
+    return {"inference_num_threads": cfg.backends.openvino.num_threads, "num_streams": 1}
+
+
+def compile_properties(runtime: Mapping, hint: str | None) -> dict[str, object]:
+    """CPU plugin properties for `runtime`; `hint` None leaves the precision to OpenVINO."""
+    properties: dict[str, object] = {}
+    if hint is not None:
+        properties["INFERENCE_PRECISION_HINT"] = hint
+    mode = runtime.get("performance_hint")
+    if mode:
+        if mode not in ("LATENCY", "THROUGHPUT"):
+            raise ConfigError(f"openvino performance_hint={mode!r}; choose LATENCY or THROUGHPUT")
+        properties["PERFORMANCE_HINT"] = mode
+    for key, name in (("inference_num_threads", "INFERENCE_NUM_THREADS"), ("num_streams", "NUM_STREAMS"),
+                      ("enable_cpu_pinning", "ENABLE_CPU_PINNING")):
+        if runtime.get(key) is not None:
+            properties[name] = runtime[key]
+    return properties
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    """A compiled model with one infer request (latency) or an AsyncInferQueue (throughput)."""
+
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+                 mode: str = "latency") -> None:
         import openvino as ov
 
+        check_mode(mode)
+        if runtime is None:
+            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
+        check_keys(runtime, RUNTIME_KEYS, "openvino")
         options = cfg.backends.openvino
-        hint = options.inference_precision_hint or precision_hint(target.precision, options.device)
-        if hint not in _RUNTIME_NAMES:
+        if "inference_precision_hint" in runtime:
+            hint = runtime["inference_precision_hint"]
+        else:
+            hint = options.inference_precision_hint or precision_hint(target.precision, options.device)
+        if hint is not None and hint not in _RUNTIME_NAMES:
             raise ConfigError(f"backends.openvino.inference_precision_hint={hint!r}; choose f32, f16 or bf16, "
                               "or leave it empty to follow the target")
         core = ov.Core()
         path = Path(artifact_dir) / MODEL_FILE
-        self.compiled = core.compile_model(str(path), options.device, {
-            "INFERENCE_PRECISION_HINT": hint,
-            "INFERENCE_NUM_THREADS": options.num_threads,
-            "NUM_STREAMS": 1,
-        })
+        model = core.read_model(str(path))
+        if runtime.get("static_batch"):
+            model.reshape({port.any_name: [int(runtime["static_batch"]), *list(port.get_partial_shape())[1:]]
+                           for port in model.inputs})
+        self.compiled = core.compile_model(model, options.device, compile_properties(runtime, hint))
         self.request = self.compiled.create_infer_request()
+        self.queue = None
+        if mode == "throughput":
+            requests = int(runtime.get("requests", 0)) or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            self.queue = ov.AsyncInferQueue(self.compiled, requests)
         self.inputs = {port.any_name: [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
                        for port in self.compiled.inputs}
         self.output_names = [port.any_name for port in self.compiled.outputs]
+        batches = {shape[0] for shape in self.inputs.values()}
+        self.batch = batches.pop() if len(batches) == 1 and -1 not in batches else None
         executed = self.execution_precisions()
         if target.precision == "fp16" and "fp16" not in executed:
             # f32 compute on f16 weights (CPU without f16 arithmetic): report the f16 weights.
-            executed["fp16"] = sum(1 for op in core.read_model(str(path)).get_ops()
+            executed["fp16"] = sum(1 for op in model.get_ops()
                                    if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16)
+        self.runtime = dict(runtime)
         self.settings = {
             "device": options.device,
+            "mode": mode,
+            "runtime": dict(runtime),
             "inference_precision_hint": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
-            "inference_num_threads": options.num_threads,
+            "inference_num_threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
+            "num_streams": int(self.compiled.get_property("NUM_STREAMS")),
+            "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")).split(".")[-1],
+            "static_batch": self.batch,
             "execution_precision": executed,
         }
 
@@ -118,7 +176,27 @@ class Runner:
                 counts[name] += 1
         return dict(sorted(counts.items()))
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        check_feeds(feeds, self.inputs)
-        results = self.request.infer(dict(feeds))
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer(feeds)
         return {name: np.asarray(results[name], dtype=np.float32) for name in self.output_names}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_feeds(feeds, {name: [-1, *shape[1:]] for name, shape in self.inputs.items()})
+        total = len(next(iter(feeds.values())))
+        if self.queue is None or total == 1:
+            return per_image(self._infer, feeds, self.batch) if self.batch else self._infer(dict(feeds))
+        # Throughput: one request per `batch` images (static) or per share of the queue (dynamic), in flight together.
+        step = self.batch or -(-total // len(self.queue))
+        if total % step and self.batch:
+            return per_image(self._infer, feeds, self.batch)  # raises, naming both sizes
+        parts: list[dict[str, np.ndarray]] = [{} for _ in range(0, total, step)]
+
+        def done(request, index: int) -> None:
+            parts[index] = {name: np.array(request.get_tensor(name).data, dtype=np.float32)
+                            for name in self.output_names}
+
+        self.queue.set_callback(done)
+        for index, start in enumerate(range(0, total, step)):
+            self.queue.start_async({name: array[start:start + step] for name, array in feeds.items()}, index)
+        self.queue.wait_all()
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}

@@ -89,8 +89,15 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     return out_dir / ENGINE_FILE
 
 
+RUNTIME_KEYS: tuple[str, ...] = ()  # the engine fixes its own tactics; no runtime settings to tune
+
+
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    return {}
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime=None, mode: str = "latency") -> None:
         import tensorrt as trt
         import torch
 
