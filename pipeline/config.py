@@ -79,6 +79,10 @@ class QuantizeConfig:
     per_channel: bool = True
     # Node-name prefixes kept in float (no Q/DQ, NNCF ignored scope), e.g. the GAU head.
     keep_float: list[str] = field(default_factory=lambda: ["/head/"])
+    # openvino-int8 only: NNCF accuracy control (quantize_with_accuracy_control) returns the layers that
+    # move keypoints most to float until the mean drift of confident keypoints on the calibration crops,
+    # against the float model, is at most this many pixels; null: plain nncf.quantize.
+    openvino_max_drift_px: Optional[float] = None
 
 
 @dataclass
@@ -131,6 +135,7 @@ class OpenVINOConfig:
     device: str = "CPU"
     num_threads: int = 2
     inference_precision_hint: str = ""  # "" follows the target; anything else is checked by verify
+    int8_float_part: str = "auto"  # openvino-int8's unquantized layers: auto (bf16 where the CPU has it) | f32 | bf16
 
 
 @dataclass

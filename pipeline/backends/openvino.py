@@ -5,8 +5,9 @@ Artifact: `model.xml` + `model.bin` (IR from `openvino.convert_model` + `save_mo
 - fp16: f16 weights (`compress_to_fp16`), hint f16 where the CPU computes in f16 (AVX512_FP16/AMX),
   else f32 compute on the f16 weights;
 - bf16: f32 weights, hint bf16; refused on CPUs without bf16 support;
-- int8: NNCF post-training quantization (`nncf.quantize`) on the calibration set, hint f32 for the
-  layers it leaves in float.
+- int8: NNCF post-training quantization (`nncf.quantize`) on the calibration set; the layers it leaves
+  in float compute in bf16 on CPUs with native bf16 (AVX512_BF16 or AMX; `backends.openvino.int8_float_part`
+  auto), else in f32. Verification judges the result either way.
 Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO computes in bf16 unless
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
 really executes, read from its runtime graph; verification checks them against the target.
@@ -55,7 +56,41 @@ def _require_bf16(device: str) -> None:
                                   f"offers {', '.join(capabilities)}; use openvino-fp16 or openvino-int8")
 
 
+def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_score: float):
+    """NNCF validation for accuracy control: (items, validation_fn). An item is one calibration crop and
+    the float model's keypoints and confidence on it; the metric is the crop's diagonal minus the mean
+    drift (px) of the confident keypoints (score >= min_score, as `verify` gates), so the float model
+    scores the diagonal and NNCF's absolute `max_drop` is a drift budget in pixels. (A metric of 0 for
+    the float model would not do: NNCF 3.4 divides by it for the relative drop, even when unused.)
+    Per-sample values rank NNCF's sensitive layers."""
+    import openvino as ov
+
+    from pipeline.decode import simcc_argmax
+
+    compiled = ov.Core().compile_model(float_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    items = []
+    for i in range(len(calibration)):
+        outputs = compiled(calibration[i:i + 1])
+        keypoints, scores = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"])
+        items.append((calibration[i:i + 1], keypoints[0], scores[0] >= min_score))
+
+    diagonal = float(np.hypot(*calibration.shape[2:]))
+
+    def validation_fn(model, data) -> tuple[float, list[float]]:
+        per_sample = []
+        for image, reference, confident in data:
+            outputs = model(image)
+            keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"])
+            drift = np.linalg.norm(keypoints[0] - reference, axis=-1)[confident]
+            per_sample.append(diagonal - (float(drift.mean()) if drift.size else 0.0))
+        return float(np.mean(per_sample)), per_sample
+
+    return items, validation_fn
+
+
 def _quantize_int8(model, calibration: np.ndarray, cfg):
+    """NNCF post-training quantization; with `quantize.openvino_max_drift_px` set, NNCF's accuracy
+    control then returns the layers that move keypoints most to float until the drift is within budget."""
     import nncf
 
     if calibration is None or len(calibration) == 0:
@@ -63,8 +98,17 @@ def _quantize_int8(model, calibration: np.ndarray, cfg):
     prefixes = list(cfg.quantize.keep_float)
     ignored = nncf.IgnoredScope(patterns=[f"{p}.*" for p in prefixes], validate=False) if prefixes else None
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    return nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
-                         preset=nncf.QuantizationPreset.PERFORMANCE)
+    budget = cfg.quantize.openvino_max_drift_px
+    if budget is None:
+        return nncf.quantize(model, dataset, subset_size=len(calibration),
+                             ignored_scope=ignored or nncf.IgnoredScope(), preset=nncf.QuantizationPreset.PERFORMANCE)
+    if budget <= 0:
+        raise ConfigError(f"quantize.openvino_max_drift_px={budget}; set a drift budget in pixels > 0, or null")
+    items, validation_fn = _keypoint_drift_metric(model, calibration, cfg.verify.min_score)
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget, drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
+        preset=nncf.QuantizationPreset.PERFORMANCE)
 
 
 def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
@@ -81,10 +125,22 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     return out_dir / MODEL_FILE
 
 
-def precision_hint(precision: str, device: str) -> str:
+INT8_FLOAT_PARTS = ("auto", "f32", "bf16")
+
+
+def precision_hint(precision: str, device: str, int8_float_part: str = "auto") -> str:
+    """INFERENCE_PRECISION_HINT for a target. For int8 it is the precision of the layers NNCF left in
+    float: bf16 where the CPU computes bf16 natively (`int8_float_part` auto or bf16), else f32."""
     if precision == "bf16":
         _require_bf16(device)
         return "bf16"
+    if precision == "int8":
+        if int8_float_part not in INT8_FLOAT_PARTS:
+            raise ConfigError(f"backends.openvino.int8_float_part={int8_float_part!r}; choose {', '.join(INT8_FLOAT_PARTS)}")
+        if int8_float_part == "bf16":
+            _require_bf16(device)
+            return "bf16"
+        return "bf16" if int8_float_part == "auto" and "BF16" in cpu_capabilities(device) else "f32"
     if precision == "fp16" and "FP16" in cpu_capabilities(device):
         return "f16"
     return "f32"
@@ -128,7 +184,8 @@ class Runner:
         if "inference_precision_hint" in runtime:
             hint = runtime["inference_precision_hint"]
         else:
-            hint = options.inference_precision_hint or precision_hint(target.precision, options.device)
+            hint = options.inference_precision_hint or precision_hint(target.precision, options.device,
+                                                                      options.int8_float_part)
         if hint is not None and hint not in _RUNTIME_NAMES:
             raise ConfigError(f"backends.openvino.inference_precision_hint={hint!r}; choose f32, f16 or bf16, "
                               "or leave it empty to follow the target")
