@@ -11,7 +11,10 @@ Method:
   drift (other load on the machine, frequency changes) hits every candidate alike and none always
   follows the same neighbour;
 - per candidate: median, p10 and p90 of all timed calls, the median of each block, and the spread
-  of those block medians ((max - min) / median), which says how much the machine drifted;
+  of those block medians ((max - min) / median), which says how much the machine drifted; and the
+  process CPU time per call (every thread; median over blocks), the work a call costs: on a loaded
+  machine wall-clock time grows with the wait for a core while CPU time stays near the unloaded
+  latency times the threads kept busy (spinning included);
 - throughput the same way: rounds of `throughput_images` images through the throughput runner
   (several streams, requests or sessions in flight, so every core is busy), images per second.
 The machine (CPU model, ISA flags, cores, OS) and the load average before and after go with the figures.
@@ -113,13 +116,17 @@ def spread(values: Sequence[float]) -> float:
     return float((values.max() - values.min()) / np.median(values)) if len(values) else float("nan")
 
 
-def latency_stats(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
-    """Median, p10, p90 of all calls (ms), each block's median and their spread."""
+def latency_stats(blocks: Sequence[Sequence[float]], cpu_ms: Sequence[float] = ()) -> dict[str, Any]:
+    """Median, p10, p90 of all calls (ms), each block's median and their spread; with `cpu_ms` (one
+    CPU-time-per-call figure per block) their median as `cpu_ms_per_call`."""
     pooled = np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks])
     medians = [float(np.median(b)) for b in blocks]
-    return {"latency_ms_median": float(np.median(pooled)), "latency_ms_p10": float(np.percentile(pooled, 10)),
-            "latency_ms_p90": float(np.percentile(pooled, 90)), "latency_ms_block_medians": medians,
-            "latency_block_spread": spread(medians), "latency_calls": int(pooled.size)}
+    stats = {"latency_ms_median": float(np.median(pooled)), "latency_ms_p10": float(np.percentile(pooled, 10)),
+             "latency_ms_p90": float(np.percentile(pooled, 90)), "latency_ms_block_medians": medians,
+             "latency_block_spread": spread(medians), "latency_calls": int(pooled.size)}
+    if len(cpu_ms):
+        stats["cpu_ms_per_call"] = float(np.median(cpu_ms))
+    return stats
 
 
 def throughput_stats(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
@@ -158,6 +165,7 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
             for candidate in candidates:  # loaded one after the other: no timing runs while another loads
                 workers.append(_Worker(candidate, config_path, input_hw, cfg, Path(scratch), images))
             latency: dict[str, list[list[float]]] = {c.name: [] for c in candidates}
+            cpu: dict[str, list[float]] = {c.name: [] for c in candidates}
             rates: dict[str, list[list[float]]] = {c.name: [] for c in candidates}
             for block in range(cfg.blocks):
                 order = workers[block % len(workers):] + workers[:block % len(workers)]
@@ -165,6 +173,7 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
                     time.sleep(cfg.settle_s)
                     answer = worker.ask({"op": "latency", "warmup": cfg.warmup, "calls": cfg.calls})
                     latency[worker.candidate.name].append(answer["ms"])
+                    cpu[worker.candidate.name].append(answer["cpu_ms"])
                 if images:
                     for worker in order:
                         time.sleep(cfg.settle_s)
@@ -181,7 +190,7 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
         row: dict[str, Any] = {"name": c.name, "kind": c.kind, "target": c.target, "backend": c.backend,
                                "description": c.description, "runtime_settings": worker.settings, **c.extra}
         if latency[c.name]:
-            row.update(latency_stats(latency[c.name]))
+            row.update(latency_stats(latency[c.name], cpu[c.name]))
         if rates[c.name]:
             row.update(throughput_stats(rates[c.name]), throughput_images=images,
                        throughput_settings=worker.throughput_settings)

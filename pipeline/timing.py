@@ -4,7 +4,8 @@
 if asked, throughput mode), prints one JSON line `{"ready": ..., "settings": ...}` and then answers
 commands read from stdin, one JSON object per line, each with one JSON line:
 
-    {"op": "latency", "warmup": W, "calls": N}     -> {"ms": [N wall-clock times of batch-1 calls]}
+    {"op": "latency", "warmup": W, "calls": N}     -> {"ms": [N wall-clock times of batch-1 calls],
+                                                        "cpu_ms": process CPU time per call}
     {"op": "throughput", "warmup": W, "rounds": R}  -> {"images_per_s": [R rates over `images` images]}
     {"op": "exit"}
 
@@ -47,16 +48,18 @@ def load_runners(spec: dict):
     return latency, throughput
 
 
-def time_calls(call, feeds: dict, warmup: int, calls: int) -> list[float]:
-    """Milliseconds of `calls` consecutive calls after `warmup` untimed ones."""
+def time_calls(call, feeds: dict, warmup: int, calls: int) -> tuple[list[float], float]:
+    """Wall-clock milliseconds of `calls` consecutive calls after `warmup` untimed ones, and the
+    process CPU time (every thread, user + system) per call in ms over the same calls."""
     for _ in range(warmup):
         call(feeds)
     times = []
+    cpu_start = time.process_time()
     for _ in range(calls):
         start = time.perf_counter()
         call(feeds)
         times.append((time.perf_counter() - start) * 1000.0)
-    return times
+    return times, (time.process_time() - cpu_start) * 1000.0 / calls
 
 
 def time_throughput(call, feeds: dict, warmup: int, rounds: int) -> list[float]:
@@ -96,7 +99,8 @@ def main(argv: list[str]) -> int:
         if command["op"] == "exit":
             break
         if command["op"] == "latency":
-            answer = {"ms": time_calls(latency, single, command["warmup"], command["calls"])}
+            times, cpu_ms = time_calls(latency, single, command["warmup"], command["calls"])
+            answer = {"ms": times, "cpu_ms": cpu_ms}
         elif command["op"] == "throughput" and throughput is not None:
             answer = {"images_per_s": time_throughput(throughput, many, command["warmup"], command["rounds"])}
         else:

@@ -45,7 +45,7 @@ def test_every_candidate_gets_a_row_with_its_figures(measured):
         assert row["latency_calls"] == QUICK.blocks * QUICK.calls
         assert len(row["latency_ms_block_medians"]) == QUICK.blocks
         assert 0 < row["latency_ms_p10"] <= row["latency_ms_median"] <= row["latency_ms_p90"]
-        assert row["latency_block_spread"] >= 0
+        assert row["latency_block_spread"] >= 0 and row["cpu_ms_per_call"] > 0
         assert row["throughput_img_s"] > 0 and row["throughput_images"] == QUICK.throughput_images
     assert rows["ours"]["kind"] == "target" and rows["plain"]["kind"] == "peer"
     assert rows["plain"]["verification"] == {"passed": False}  # extra is carried as is
@@ -72,8 +72,8 @@ def test_candidate_names_must_be_unique(ort_dir, t_cfg):
 
 
 def test_latency_stats_of_known_blocks():
-    stats = latency_stats([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
-    assert stats["latency_ms_block_medians"] == [2.0, 4.0]
+    stats = latency_stats([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], [1.5, 2.5, 9.0])
+    assert stats["latency_ms_block_medians"] == [2.0, 4.0] and stats["cpu_ms_per_call"] == 2.5
     assert stats["latency_ms_median"] == 3.0 and stats["latency_calls"] == 6
     assert stats["latency_block_spread"] == pytest.approx((4.0 - 2.0) / 3.0)
     assert spread([5.0, 5.0, 5.0]) == 0.0

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 COPIED = ("dvc.yaml", "conf", "stages", "pipeline", "hydra_plugins", "checkpoints", "pyproject.toml", ".gitignore",
           ".dvcignore")
 STAGES = [f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
-          *(f"{stage}@{VARIANT}.{target}" for stage in ("build", "verify") for target in FP32_TARGETS)]
+          *(f"{stage}@{VARIANT}.{target}" for stage in ("tune", "build", "verify") for target in FP32_TARGETS)]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "local", "*.egg-info")
 
 
