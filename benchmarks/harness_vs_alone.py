@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.benchmark import Candidate, machine, measure  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import read_npz, write_json  # noqa: E402
-from pipeline.variants import parse_variant  # noqa: E402
+from pipeline.plan import spec_of  # noqa: E402
 
 ALONE = """
 import json, sys, time
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(params_file=args.params)
     variant = args.variant or cfg.model.name
     entry = cfg.plan["variants"][variant]
-    input_hw = parse_variant(variant).input_hw
+    input_hw = spec_of(cfg, variant).input_hw
     candidates = [Candidate(cfg.plan["jobs"][j]["target"], "target", cfg.plan["jobs"][j]["target"],
                             cfg.plan["jobs"][j]["artifact"]) for j in entry["jobs"]
                   if Path(cfg.plan["jobs"][j]["artifact"]).is_dir()]

@@ -201,3 +201,13 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
 def machine() -> dict[str, Any]:
     """The CPU fingerprint and the load average (1, 5, 15 min) now."""
     return {**cpu_fingerprint(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def method_sentence(cfg: BenchmarkConfig) -> str:
+    """How the figures were measured, in one sentence for the report (the settings go beside it as data)."""
+    throughput = (f"throughput over {cfg.throughput_images} images in flight, {cfg.throughput_rounds} rounds per block"
+                  if cfg.throughput_images else "no throughput measured")
+    return (f"batch-1 latency: {cfg.blocks} blocks of {cfg.warmup} untimed and {cfg.calls} timed calls per "
+            f"candidate, each candidate in its own process, blocks alternating across candidates with "
+            f"{cfg.settle_s:g} s to settle before each; median, p10 and p90 over every timed call; {throughput}; "
+            "peers are what a user gets without this pipeline, timed in the same run")

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.config import CalibrationConfig
 from pipeline.errors import ConfigError, InputError
 from pipeline.preprocess import crop, load_rgb, normalize
+from pipeline.spec import ModelSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -47,10 +48,11 @@ def _folder_items(root: Path) -> list[tuple[Path, None]]:
     return [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def calibration_inputs(cfg: CalibrationConfig, input_hw: tuple[int, int]) -> np.ndarray:
-    """[num_samples,3,H,W] float32, normalised like inference inputs."""
+def calibration_inputs(cfg: CalibrationConfig, spec: ModelSpec) -> np.ndarray:
+    """[num_samples,3,H,W] float32, preprocessed like inference inputs of `spec`."""
+    input_hw, pre = spec.input_hw, spec.preprocess
     if cfg.source == "blank":
-        return np.stack([normalize(np.full((*input_hw, 3), 128, np.uint8))] * cfg.num_samples)
+        return np.stack([normalize(np.full((*input_hw, 3), 128, np.uint8), pre)] * cfg.num_samples)
     if cfg.source == "coco":
         items: list = _coco_items(Path(cfg.coco_dir))
     elif cfg.source == "images":
@@ -68,5 +70,5 @@ def calibration_inputs(cfg: CalibrationConfig, input_hw: tuple[int, int]) -> np.
         path, box = items[index]
         image = load_rgb(path)
         box = box or (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
-        crops.append(normalize(crop(image, box, input_hw)[0]))
+        crops.append(normalize(crop(image, box, input_hw, pre.bbox_padding)[0], pre))
     return np.stack(crops)

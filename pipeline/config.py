@@ -17,7 +17,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -26,10 +26,20 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    checkpoint: Optional[str] = None  # .pth/.onnx path; None means seeded synthetic weights
+    """The model to convert: a file that describes itself, or a released preset (pipeline/describe.py)."""
+
+    preset: Optional[str] = None  # rtmpose-<scale>_<keypoints>_<H>x<W>; with a file, a claim checked against it
+    checkpoint: Optional[str] = None  # .pth, .onnx, or MMDeploy SDK folder/.zip; None: preset with synthetic weights
+    name: Optional[str] = None  # names the artifacts; None: derived (preset, experiment name, file name)
     trust_pickle: bool = False  # allow whole-model pickles, which run code from the file
     synthetic_seed: int = 0
+    # What a file may leave open (a bare state_dict, an ONNX without metadata); None: as the file says.
+    input_size: Optional[list[int]] = None  # [W, H] in input pixels
+    simcc_split_ratio: Optional[float] = None
+    mean: Optional[list[float]] = None  # in the network's channel order
+    std: Optional[list[float]] = None
+    bgr_to_rgb: Optional[bool] = None  # True: the network takes RGB
+    keypoint_names: Optional[list[str]] = None
 
 
 @dataclass
@@ -47,12 +57,22 @@ class SimplifyConfig:
 
 @dataclass
 class Tolerance:
-    atol: float = MISSING  # per element: pass if |a-r| <= atol ...
-    rtol: float = MISSING  # ... or |a-r| / (|r| + eps) <= rtol
-    min_cosine: float = MISSING  # cosine similarity of each output, all images flattened
-    max_mean_drift_px: float = MISSING  # mean decoded-keypoint displacement, model input pixels
+    """Limits of one precision (pipeline/verify.py applies them). `scale` is an output's max |reference|
+    over the golden inputs, so every elementwise limit follows the model's logit size."""
+
+    # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
+    # error_factor is unset (int8) or no float64 reference exists (a supplied ONNX).
+    max_error: float = MISSING
+    # Elementwise, rule "reference-error" (used when set and the reference has a float64 run):
+    # max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.
+    error_factor: Optional[float] = None
+    error_floor: float = 0.0
+    min_cosine: float = MISSING  # cosine similarity of each output, all golden inputs flattened
+    # Decoded keypoints, over the keypoints the reference is confident about (VerifyConfig.min_peak_margin):
+    max_mean_drift_px: float = MISSING  # mean displacement, model input pixels
     agreement_px: float = MISSING  # a keypoint "agrees" when it moved at most this far ...
-    min_agreement: float = MISSING  # ... and at least this fraction of keypoints must agree
+    min_agreement: float = MISSING  # ... and at least this share of keypoints must agree
+    max_score_change: float = MISSING  # largest change of a keypoint score (min of the SimCC maxima), x scale
 
 
 @dataclass
@@ -60,7 +80,9 @@ class VerifyConfig:
     num_figures: int = 4  # procedural figure crops (pipeline/demo/figures.py) after the photo crops
     num_random: int = 4  # seeded random tensors after the images
     seed: int = 0
-    min_score: float = 0.8  # keypoint drift is gated where the reference scores a keypoint at least this
+    # A keypoint is "confident" where both of the reference's SimCC rows have one clear peak: its peak
+    # margin (pipeline/verify.py: peak_margin) is at least this. Margins are scale-free, 0 to 1.
+    min_peak_margin: float = 0.5
     tolerances: dict[str, Tolerance] = field(default_factory=dict)  # keyed by precision
 
 
@@ -218,20 +240,31 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
+        cause = _pipeline_cause(exc)
+        if cause is not None:  # a resolver (the plan: describing the model file) raised it: keep its kind
+            raise cause from None
         raise ConfigError(_one_line(exc)) from None
     return cfg
 
 
+def _pipeline_cause(exc: BaseException) -> PipelineError | None:
+    """The PipelineError a resolver raised, wrapped by OmegaConf/Hydra, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, PipelineError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and isinstance(cause, ConfigError):
-        return str(cause)
     missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
     if missing and missing.group(1) == "model":
-        from pipeline.variants import parse_variant
+        from pipeline.presets import preset_spec
 
-        parse_variant(missing.group(2))  # raises with the scale/keypoints/size that is wrong
+        preset_spec(missing.group(2))  # raises with the scale/keypoints/size that is wrong
     if missing:  # Hydra lists every option; name the group and its few choices instead
         group = missing.group(1)
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.variants import SIMCC_SPLIT_RATIO
+SIMCC_SPLIT_RATIO = 2.0  # every released RTMPose-family codec; descriptions carry their own
 
 
 def simcc_argmax(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = SIMCC_SPLIT_RATIO):
@@ -25,11 +25,11 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 
     return keypoints, scores
 
 
-def decode_to_image(outputs, matrices) -> tuple[np.ndarray, np.ndarray]:
+def decode_to_image(outputs, matrices, split_ratio: float = SIMCC_SPLIT_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """SimCC logits of crops -> keypoints [N,K,2] in original-image pixels (via each crop's 2x3
     image->crop matrix) and scores [N,K], with mmpose's decode."""
     from pipeline.preprocess import to_image_coords
 
-    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"])
+    keypoints, scores = decode_simcc(outputs["simcc_x"], outputs["simcc_y"], split_ratio)
     image_points = np.stack([to_image_coords(k.astype(np.float64), m) for k, m in zip(keypoints, matrices)])
     return image_points, scores

@@ -41,7 +41,7 @@ from pipeline.backends import Target, get_target
 from pipeline.errors import InputError
 from pipeline.io import atomic_path, write_json
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
-from pipeline.variants import MEAN_RGB, SIMCC_SPLIT_RATIO, STD_RGB, Variant, parse_variant
+from pipeline.spec import ModelSpec
 
 # The files of each backend's artifact, by model file suffix: backend, the file its Runner opens in the
 # artifact directory, and the companions it opens too (a suffix means "same stem as the model file").
@@ -102,16 +102,19 @@ def deploy_json(target: Target, net: str, weights: str, dynamic_batch: bool) -> 
     }
 
 
-def pipeline_json(variant: Variant, input_name: str, output_map: dict[str, str]) -> dict[str, Any]:
-    h, w = variant.input_hw
+def pipeline_json(spec: ModelSpec, input_name: str, output_map: dict[str, str]) -> dict[str, Any]:
+    """The SDK's pre-/post-processing of `spec`: its crop padding and size, mean/std and colour order
+    (the SDK decodes images as BGR; `to_rgb` swaps before normalising), and its SimCC split ratio."""
+    h, w = spec.input_hw
     image_size = [w, h]  # mmpose and the SDK write sizes (W, H)
+    pre = spec.preprocess
     preprocess = {
         "type": "Task", "module": "Transform", "name": "Preprocess", "input": ["img"], "output": ["prep_output"],
         "transforms": [
             {"type": "LoadImageFromFile"},
-            {"type": "TopDownGetBboxCenterScale", "padding": 1.25, "image_size": image_size},
+            {"type": "TopDownGetBboxCenterScale", "padding": pre.bbox_padding, "image_size": image_size},
             {"type": "TopDownAffine", "image_size": image_size},
-            {"type": "Normalize", "mean": list(MEAN_RGB), "std": list(STD_RGB), "to_rgb": True},
+            {"type": "Normalize", "mean": list(pre.mean), "std": list(pre.std), "to_rgb": pre.bgr_to_rgb},
             {"type": "ImageToTensor", "keys": ["img"]},
             {"type": "Collect", "keys": ["img"], "meta_keys": COLLECT_META_KEYS},
         ],
@@ -120,14 +123,14 @@ def pipeline_json(variant: Variant, input_name: str, output_map: dict[str, str])
            "output": ["infer_output"], "input_map": {"img": input_name}, "output_map": output_map}
     postprocess = {
         "type": "Task", "module": "mmpose", "name": "postprocess", "component": "SimCCLabelDecode",
-        "params": {"type": "SimCCLabel", "input_size": image_size, "simcc_split_ratio": SIMCC_SPLIT_RATIO,
+        "params": {"type": "SimCCLabel", "input_size": image_size, "simcc_split_ratio": spec.simcc_split_ratio,
                    "normalize": False, "use_dark": False, "flip_test": False, "export_postprocess": False},
         "input": ["prep_output", "infer_output"], "output": ["post_output"],
     }
     return {"pipeline": {"input": ["img"], "output": ["post_output"], "tasks": [preprocess, net, postprocess]}}
 
 
-def backend_config(target: Target, variant: Variant, runtime: dict[str, Any]) -> dict[str, Any]:
+def backend_config(target: Target, spec: ModelSpec, runtime: dict[str, Any]) -> dict[str, Any]:
     """detail.json's backend_config: type and precision, and the runtime settings the artifact was tuned
     and benchmarked with (pipeline/runtime.py); where the latency settings fix the batch, the input
     shape in MMDeploy's own form (`model_inputs[].opt_shapes`, as its OpenVINO deploy configs write it)."""
@@ -136,37 +139,37 @@ def backend_config(target: Target, variant: Variant, runtime: dict[str, Any]) ->
         config["runtime"] = runtime
     static = (runtime.get("latency") or {}).get("static_batch")
     if static:
-        config["model_inputs"] = [{"opt_shapes": {INPUT_NAME: [int(static), 3, *variant.input_hw]}}]
+        config["model_inputs"] = [{"opt_shapes": {INPUT_NAME: [int(static), 3, *spec.input_hw]}}]
     return config
 
 
-def detail_json(target: Target, variant: Variant, save_file: str, opset: int | None, dynamic_batch: bool,
+def detail_json(target: Target, spec: ModelSpec, save_file: str, opset: int | None, dynamic_batch: bool,
                 onnx_metadata: dict[str, str], runtime: dict[str, Any] | None = None) -> dict[str, Any]:
-    h, w = variant.input_hw
+    h, w = spec.input_hw
     batch_axis = {name: {"0": "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else {}
     return {
         "version": MMDEPLOY_VERSION,
         "codebase": {"task": "PoseDetection", "codebase": "mmpose", "version": MMPOSE_VERSION, "pth": "",
-                     "config": variant.name},
+                     "config": spec.name},
         "codebase_config": {"type": "mmpose", "task": "PoseDetection"},
         "onnx_config": {"type": "onnx", "export_params": True, "keep_initializers_as_inputs": False,
                         "opset_version": opset, "save_file": save_file, "input_names": [INPUT_NAME],
                         "output_names": list(OUTPUT_NAMES), "input_shape": [w, h], "optimize": True,
                         "dynamic_axes": batch_axis},
-        "backend_config": backend_config(target, variant, runtime or {}),
+        "backend_config": backend_config(target, spec, runtime or {}),
         "calib_config": {},
         "rtmpose_pipeline": dict(sorted(onnx_metadata.items())),  # provenance: this pipeline's ONNX metadata
     }
 
 
-def sdk_files(artifact_dir: Path, target: Target, variant: Variant, onnx_metadata: dict[str, str],
+def sdk_files(artifact_dir: Path, target: Target, spec: ModelSpec, onnx_metadata: dict[str, str],
               net: str, weights: str, opset: int | None, dynamic_batch: bool,
               runtime: dict[str, Any] | None = None) -> dict[str, dict]:
     input_name, output_map = _tensor_names(artifact_dir, target.backend)
     return {
         "deploy.json": deploy_json(target, net, weights, dynamic_batch),
-        "pipeline.json": pipeline_json(variant, input_name, output_map),
-        "detail.json": detail_json(target, variant, net if net.endswith(".onnx") else "model.onnx", opset,
+        "pipeline.json": pipeline_json(spec, input_name, output_map),
+        "detail.json": detail_json(target, spec, net if net.endswith(".onnx") else "model.onnx", opset,
                                    dynamic_batch, onnx_metadata, runtime),
     }
 
@@ -188,17 +191,20 @@ def write_zip(path: Path, members: dict[str, bytes | Path]) -> Path:
     return path
 
 
-def write_dropin(artifact_dir: Path, target: Target | str, variant: Variant | str, onnx_metadata: dict[str, str],
+def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str, onnx_metadata: dict[str, str],
                  opset: int | None = None, runtime: dict[str, Any] | None = None) -> list[Path]:
     """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX
-    artifacts); return the paths written. `opset` is read from the artifact's ONNX when it has one;
-    `runtime` ({mode: settings}, as artifact.json records them) goes into detail.json's backend_config."""
+    artifacts); return the paths written. `spec` is the model's description (or a preset name); `opset`
+    is read from the artifact's ONNX when it has one; `runtime` ({mode: settings}, as artifact.json
+    records them) goes into detail.json's backend_config."""
+    from pipeline.presets import preset_spec
+
     artifact_dir = Path(artifact_dir)
     target = get_target(target) if isinstance(target, str) else target
-    variant = parse_variant(variant) if isinstance(variant, str) else variant
+    spec = preset_spec(spec) if isinstance(spec, str) else spec
     recorded = onnx_metadata.get("variant")
-    if recorded and recorded != variant.name:
-        raise InputError(f"{artifact_dir}: the ONNX metadata says {recorded}, not {variant.name}")
+    if recorded and recorded != spec.name:
+        raise InputError(f"{artifact_dir}: the ONNX metadata says {recorded}, not {spec.name}")
     net, weights = model_files(target.backend)
     for name in filter(None, (net, weights)):
         if not (artifact_dir / name).is_file():
@@ -209,13 +215,13 @@ def write_dropin(artifact_dir: Path, target: Target | str, variant: Variant | st
     else:
         dynamic_batch = target.backend != "ncnn" and onnx_metadata.get("dynamic_batch") == "true"
     written = []
-    for name, data in sdk_files(artifact_dir, target, variant, onnx_metadata, net, weights, opset,
+    for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, net, weights, opset,
                                 dynamic_batch, runtime).items():
         write_json(artifact_dir / name, data)
         written.append(artifact_dir / name)
     if net.endswith(".onnx"):
         members: dict[str, bytes | Path] = {RTMLIB_ONNX: artifact_dir / net}
-        for name, data in sdk_files(artifact_dir, target, variant, onnx_metadata, RTMLIB_ONNX, "", opset,
+        for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, RTMLIB_ONNX, "", opset,
                                     dynamic_batch, runtime).items():
             members[name] = _json_bytes(data)
         written.append(write_zip(artifact_dir / RTMLIB_ZIP, members))

@@ -38,7 +38,9 @@ from pipeline.io import remove_outputs, write_json
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
 from pipeline.preprocess import load_rgb
 from pipeline.progress import progress_bar
-from pipeline.variants import Variant, parse_variant
+from pipeline.plan import spec_of
+from pipeline.reference import reference_forward
+from pipeline.spec import ModelSpec
 
 KEYPOINT_SCORE_THR = 0.2  # mmpose CocoMetric keypoint_score_thr
 REFERENCE = "reference"
@@ -92,7 +94,7 @@ def load_dataset(dataset_dir: Path, num_keypoints: int) -> tuple[dict, list[Inst
 # --------------------------------------------------------------------------------------------- prediction
 
 
-def predict(forward: Forward, instances: list[Instance], variant: Variant, batch_size: int,
+def predict(forward: Forward, instances: list[Instance], spec: ModelSpec, batch_size: int,
             fixed_batch: int | None, advance: Callable[[int], None],
             label: str = "model") -> tuple[np.ndarray, np.ndarray]:
     """Keypoints [N,K,2] (image pixels) and scores [N,K] for every instance, `batch_size` crops per call.
@@ -113,7 +115,7 @@ def predict(forward: Forward, instances: list[Instance], variant: Variant, batch
                     image_cache = (instance.image_path, load_rgb(instance.image_path))
                 except FileNotFoundError:
                     raise InputError(f"cannot read image {instance.image_path} (annotations.json names it)") from None
-            batch, matrix = preprocess_boxes(image_cache[1], [instance.box_xyxy], variant.input_hw)
+            batch, matrix = preprocess_boxes(image_cache[1], [instance.box_xyxy], spec)
             crops.append(batch[0])
             matrices.append(matrix[0])
         batch = np.stack(crops)
@@ -121,8 +123,8 @@ def predict(forward: Forward, instances: list[Instance], variant: Variant, batch
             batch = np.concatenate([batch, np.zeros((fixed_batch - len(batch), *batch.shape[1:]), np.float32)])
         outputs = forward(batch)
         outputs = {name: outputs[name][:len(chunk)] for name in OUTPUT_NAMES if name in outputs}
-        check_outputs(outputs, variant, label)
-        points, point_scores = decode_to_image(outputs, np.stack(matrices))
+        check_outputs(outputs, spec, label)
+        points, point_scores = decode_to_image(outputs, np.stack(matrices), spec.simcc_split_ratio)
         keypoints.append(points)
         scores.append(point_scores)
         for _ in chunk:
@@ -171,38 +173,6 @@ def keypoint_ap(ground_truth: dict, results: list[dict]) -> dict[str, float | No
 # --------------------------------------------------------------------------------------------- models
 
 
-def _reference_forward(cfg, variant_name: str) -> tuple[Forward, dict[str, str]]:
-    """The variant's reference: PyTorch with its planned weights, or a supplied ONNX in plain onnxruntime
-    (graph optimisations off), as the `reference` stage computes it."""
-    from pipeline.steps import model_config
-    from pipeline.weights import build_reference_model, is_onnx, resolve_path
-
-    model_cfg = model_config(cfg, variant_name)
-    if is_onnx(model_cfg):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(str(resolve_path(model_cfg.checkpoint)), options,
-                                       providers=["CPUExecutionProvider"])
-
-        def run_onnx(batch: np.ndarray) -> dict[str, np.ndarray]:
-            return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})))
-
-        return run_onnx, {"weights_source": "onnx", "checkpoint": model_cfg.checkpoint}
-
-    import torch
-
-    model, _, info = build_reference_model(model_cfg)
-
-    def run_torch(batch: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outputs = model(torch.from_numpy(batch))
-        return {name: tensor.numpy() for name, tensor in zip(OUTPUT_NAMES, outputs)}
-
-    return run_torch, {"weights_source": info.source, "checkpoint": info.checkpoint}
-
-
 def _fixed_batch(onnx_path: Path) -> int | None:
     """The static batch size every target inherits from the simplified ONNX, or None if it is dynamic."""
     import onnx
@@ -234,18 +204,19 @@ def evaluate_keypoints(cfg, variant_name: str, dataset_dir: Path, batch_size: in
     """AP/AR of the reference (PyTorch, or a supplied ONNX) and of every target of the variant; no pass/fail yet."""
     if batch_size < 1:
         raise ConfigError(f"evaluate.batch_size={batch_size}; set it to 1 or more")
-    variant = parse_variant(variant_name)
-    if variant.num_keypoints != 17:
-        raise ConfigError(f"evaluate uses COCO's 17 OKS sigmas; {variant_name} has {variant.num_keypoints} "
+    spec = spec_of(cfg, variant_name)
+    if spec.num_keypoints != 17:
+        raise ConfigError(f"evaluate uses COCO's 17 OKS sigmas; {variant_name} has {spec.num_keypoints} "
                           "keypoints. Set evaluate.enabled=false for it")
-    ground_truth, instances = load_dataset(Path(dataset_dir), variant.num_keypoints)
+    ground_truth, instances = load_dataset(Path(dataset_dir), spec.num_keypoints)
     fixed = _fixed_batch(Path(cfg.plan["variants"][variant_name]["simplified_onnx"]))
-    reference_forward, weights = _reference_forward(cfg, variant_name)
-    forwards = {REFERENCE: reference_forward, **_target_forwards(cfg, variant_name)}
+    forward, info = reference_forward(cfg, variant_name)
+    weights = {"weights_source": info.source, "checkpoint": info.checkpoint}
+    forwards = {REFERENCE: forward, **_target_forwards(cfg, variant_name)}
     predictions = {}
     for name, forward in forwards.items():
         with progress_bar(len(instances), f"evaluate {variant_name} {name}") as advance:
-            predictions[name] = predict(forward, instances, variant, batch_size,
+            predictions[name] = predict(forward, instances, spec, batch_size,
                                         None if name == REFERENCE else fixed, advance, name)
     reference_points = predictions[REFERENCE][0]
     scores = {name: keypoint_ap(ground_truth, coco_results(instances, *predicted))

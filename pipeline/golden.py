@@ -4,6 +4,10 @@ Photos and licences: pipeline/data/README.md. Crops use mmpose's affine preproce
 photo inputs are exactly what a deployed model sees. The figures are the demo checkpoint's own
 kind of image (pipeline/demo/figures.py), so a model trained on them is checked on inputs where
 its outputs are peaked, as a COCO model's are on the photos.
+
+The image crops are kept as uint8 RGB (`golden_crops`) as well as normalised: verification feeds
+each side the crops normalised its own way (the reference model's preprocessing, the artifact's
+recorded one), so an artifact that records the wrong preprocessing is caught end to end.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.preprocess import crop, load_rgb, normalize
+from pipeline.spec import ModelSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -24,23 +29,26 @@ PHOTO_BOXES: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
 )
 
 
-def photo_inputs(input_hw: tuple[int, int]) -> np.ndarray:
-    """[P,3,H,W] float32 normalised crops of the bundled photos."""
-    crops = [normalize(crop(load_rgb(DATA_DIR / name), box, input_hw)[0]) for name, box in PHOTO_BOXES]
-    return np.stack(crops)
+def photo_crops(spec: ModelSpec) -> np.ndarray:
+    """[P,H,W,3] uint8 RGB crops of the bundled photos, cut as `spec` says (input size, box padding)."""
+    return np.stack([crop(load_rgb(DATA_DIR / name), box, spec.input_hw, spec.preprocess.bbox_padding)[0]
+                     for name, box in PHOTO_BOXES])
 
+
+def photo_inputs(spec: ModelSpec) -> np.ndarray:
+    """[P,3,H,W] float32 crops of the bundled photos, preprocessed as `spec` says."""
+    return normalize(photo_crops(spec), spec.preprocess)
 
 FIGURE_SEED = 1000  # apart from the demo's training (0) and held-out (1) seeds
 
 
-def figure_inputs(input_hw: tuple[int, int], count: int) -> np.ndarray:
-    """[count,3,H,W] float32 normalised procedural figure crops (the same ones for any config)."""
+def figure_crops(input_hw: tuple[int, int], count: int) -> np.ndarray:
+    """[count,H,W,3] uint8 RGB procedural figure crops (the same ones for any config)."""
     from pipeline.demo.figures import render_batch
 
     if count == 0:
-        return np.zeros((0, 3, *input_hw), np.float32)
-    return np.stack([normalize(sample.image) for sample in render_batch(FIGURE_SEED, 0, count, input_hw)])
-
+        return np.zeros((0, *input_hw, 3), np.uint8)
+    return np.stack([sample.image for sample in render_batch(FIGURE_SEED, 0, count, input_hw)])
 
 def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarray:
     """[count,3,H,W] standard-normal tensors: the range normalised pixels live in."""
@@ -48,7 +56,13 @@ def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarra
     return rng.standard_normal((count, 3, *input_hw)).astype(np.float32)
 
 
-def golden_inputs(input_hw: tuple[int, int], num_figures: int, num_random: int, seed: int) -> np.ndarray:
-    """Photos, then figures, then random tensors: the first photos + figures inputs are images."""
-    return np.concatenate([photo_inputs(input_hw), figure_inputs(input_hw, num_figures),
-                           random_inputs(input_hw, num_random, seed)])
+def golden_crops(spec: ModelSpec, num_figures: int) -> np.ndarray:
+    """[P+F,H,W,3] uint8 RGB: the photo crops, then the figure crops (the image part of the golden set)."""
+    return np.concatenate([photo_crops(spec), figure_crops(spec.input_hw, num_figures)])
+
+
+def golden_inputs(spec: ModelSpec, num_figures: int, num_random: int, seed: int) -> np.ndarray:
+    """Photos, then figures, then random tensors: the first photos + figures inputs are images,
+    preprocessed as `spec` says."""
+    return np.concatenate([normalize(golden_crops(spec, num_figures), spec.preprocess),
+                           random_inputs(spec.input_hw, num_random, seed)])

@@ -1,10 +1,10 @@
 """Hardware fingerprints: what artifacts and measurements are bound to.
 
 The GPU fingerprint is part of the composed config (`hardware:` in conf/config.yaml, via the
-`rtmpose_hardware` resolver) and the TensorRT stages list it as a DVC param: an engine cached on
-one GPU/driver/TensorRT combination is never restored onto another, it is rebuilt. The CPU
-fingerprint keys the `tune` stage the same way (runtime settings measured on one CPU are re-measured
-on another) and is recorded next to every benchmark figure.
+`rtmpose_hardware` resolver) and every build stage reads its backend's (pipeline/stage_deps.py), so
+it is in the stage's deps file: an engine cached on one GPU/driver/TensorRT combination is never
+restored onto another, it is rebuilt. The CPU fingerprint keys the `tune` stage the same way (runtime
+settings measured on one CPU are re-measured on another) and is recorded next to every benchmark figure.
 """
 
 from __future__ import annotations

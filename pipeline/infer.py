@@ -1,7 +1,7 @@
 """`python -m pipeline.infer ARTIFACT IMAGE`: one person's keypoints from a built artifact, as JSON.
 
     python -m pipeline.infer artifacts/rtmpose-t_coco17_256x192/openvino-fp32 photo.jpg --box 20 10 370 512
-    python -m pipeline.infer end2end.onnx photo.jpg --variant rtmpose-m_coco17_256x192 --save pose.png
+    python -m pipeline.infer end2end.onnx photo.jpg --model rtmpose-m_coco17_256x192 --save pose.png
     python -m pipeline.infer ARTIFACT IMAGE backends.openvino.num_threads=1   # config overrides
 
 An artifact directory runs with the runtime settings `build` recorded in its artifact.json (threads,
@@ -11,13 +11,16 @@ apply to artifacts and bare model files that record none.
 ARTIFACT is an artifact directory as `build` writes it (`artifact.json` names backend, target and
 variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` +
 `io.json` (ncnn), `.engine` + `engine.json` (tensorrt). A bare file runs with the backend's fp32
-runner (ncnn and tensorrt read the precision from the file beside it). The variant comes from
-`artifact.json`, the ONNX `metadata_props` or OpenVINO's `rt_info` (the same props), else `--variant`.
+runner (ncnn and tensorrt read the precision from the file beside it). The model description
+(input size, mean/std, colour order, split ratio, keypoint names and skeleton) comes from
+`artifact.json`, the ONNX `metadata_props` or OpenVINO's `rt_info` (the same props); an ONNX from
+another exporter is described from its I/O (pipeline/describe.py). `--model <preset>` names the
+model where nothing is recorded (and must agree with what is).
 
 The image is preprocessed exactly as mmpose's top-down pipeline (pipeline/preprocess.py: box padded
-1.25 and fitted to the input aspect, bilinear affine crop, RGB mean/std), run through the backend's
-`Runner`, decoded as mmpose's SimCC decoder (pipeline/decode.py, split ratio 2) and mapped back to
-image pixels. Without `--box` the box is the whole image, as in rtmlib.
+and fitted to the input aspect, bilinear affine crop, mean/std in the model's channel order), run
+through the backend's `Runner`, decoded as mmpose's SimCC decoder (pipeline/decode.py) and mapped back
+to image pixels. Without `--box` the box is the whole image, as in rtmlib.
 Output on stdout: {"variant", "target", "box", "keypoints": [[x, y], ...], "scores", "keypoint_names"}.
 Errors print one line `error: ...` and exit 1.
 """
@@ -25,6 +28,7 @@ Errors print one line `error: ...` and exit 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -40,10 +44,10 @@ from pipeline.backends import Target
 from pipeline.decode import decode_to_image
 from pipeline.dropin import FILE_KINDS
 from pipeline.errors import InputError, PipelineError
-from pipeline.keypoints import COCO17, COCO17_SKELETON
+from pipeline.describe import METADATA_SPEC_KEY
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
 from pipeline.preprocess import crop, normalize
-from pipeline.variants import Variant, parse_variant
+from pipeline.spec import ModelSpec
 
 ARTIFACT_META = "artifact.json"  # written by pipeline.steps.build
 
@@ -53,11 +57,11 @@ DRAW_MIN_SCORE = 0.3  # mmpose's visualizer default kpt_thr
 
 @dataclass
 class LoadedArtifact:
-    """A backend Runner with the target and variant it serves."""
+    """A backend Runner with the target and the model description it serves."""
 
     runner: Any
     target: Target
-    variant: Variant
+    spec: ModelSpec
     source: Path
 
 
@@ -65,26 +69,28 @@ class LoadedArtifact:
 # and decode, shared with pipeline/evaluate.py
 
 
-def preprocess_boxes(image_rgb: np.ndarray, boxes_xyxy: Sequence, input_hw: tuple[int, int]):
-    """[N,3,H,W] float32 crops (mmpose's TopdownAffine + normalisation) and their [N,2,3] warp matrices."""
+def preprocess_boxes(image_rgb: np.ndarray, boxes_xyxy: Sequence, spec: ModelSpec):
+    """[N,3,H,W] float32 crops (mmpose's TopdownAffine + normalisation as `spec` says) and their
+    [N,2,3] image->crop warp matrices."""
     crops, matrices = [], []
+    pre = spec.preprocess
     for box in boxes_xyxy:
-        crop_rgb, matrix = crop(image_rgb, box, input_hw)
-        crops.append(normalize(crop_rgb))
+        crop_rgb, matrix = crop(image_rgb, box, spec.input_hw, pre.bbox_padding)
+        crops.append(normalize(crop_rgb, pre))
         matrices.append(matrix)
     return np.stack(crops), np.stack(matrices)
 
 
-def check_outputs(outputs: Mapping[str, np.ndarray], variant: Variant, source: str) -> None:
-    """Both SimCC outputs, with the variant's keypoint count and bin counts."""
+def check_outputs(outputs: Mapping[str, np.ndarray], spec: ModelSpec, source: str) -> None:
+    """Both SimCC outputs, with the description's keypoint count and bin counts."""
     missing = [name for name in OUTPUT_NAMES if name not in outputs]
     if missing:
         raise InputError(f"{source} has outputs {sorted(outputs)}, not {list(OUTPUT_NAMES)}; "
                          "it is not an RTMPose artifact from this pipeline")
-    for name, shape in variant.simcc_shapes.items():
+    for name, shape in spec.simcc_shapes.items():
         if tuple(outputs[name].shape[1:]) != shape:
-            raise InputError(f"{source}: output {name!r} has shape {list(outputs[name].shape)}, but {variant.name} "
-                             f"gives [N, {shape[0]}, {shape[1]}]; pass the artifact's --variant")
+            raise InputError(f"{source}: output {name!r} has shape {list(outputs[name].shape)}, but {spec.name} "
+                             f"gives [N, {shape[0]}, {shape[1]}]; pass the artifact's --model")
 
 
 # --------------------------------------------------------------------------------------------- artifacts
@@ -97,16 +103,26 @@ def _read_json(path: Path) -> dict:
         raise InputError(f"cannot read {path} ({type(exc).__name__}); rebuild the artifact") from None
 
 
-def recorded_variant(model_file: Path) -> str | None:
-    """The `variant` an ONNX (metadata_props) or OpenVINO IR (rt_info/framework) was exported with."""
-    if model_file.suffix == ".onnx":
-        import onnx
+def _spec_from_metadata(metadata: Mapping[str, str], source: str) -> ModelSpec | None:
+    text = metadata.get(METADATA_SPEC_KEY)
+    if not text:
+        return None
+    try:
+        return ModelSpec.from_dict(json.loads(text))
+    except (ValueError, PipelineError) as exc:
+        raise InputError(f"{source}: its recorded model description is damaged ({exc}); rebuild it") from None
 
-        try:
-            proto = onnx.load(str(model_file), load_external_data=False)
-        except Exception as exc:  # DecodeError, ValueError: a damaged or foreign file
-            raise InputError(f"{model_file} is not a readable ONNX model ({type(exc).__name__})") from None
-        return {p.key: p.value for p in proto.metadata_props}.get("variant")
+
+def recorded_spec(model_file: Path) -> ModelSpec | None:
+    """The description an ONNX (metadata_props) or OpenVINO IR (rt_info/framework) records; for an
+    ONNX from another exporter, what its I/O says (pipeline/describe.py); else None."""
+    if model_file.suffix == ".onnx":
+        from pipeline.describe import describe_onnx
+        from pipeline.onnx_io import get_metadata, load_onnx
+
+        proto = load_onnx(model_file)
+        recorded = _spec_from_metadata(get_metadata(proto), str(model_file))
+        return recorded or describe_onnx(proto, None, str(model_file), {}, model_file)
     if model_file.suffix == ".xml":
         backends.get("openvino")
         import openvino as ov
@@ -116,8 +132,9 @@ def recorded_variant(model_file: Path) -> str | None:
         except RuntimeError as exc:
             reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
             raise InputError(f"{model_file} is not a readable OpenVINO IR: {reason}") from None
-        key = ["framework", "variant"]
-        return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
+        key = ["framework", METADATA_SPEC_KEY]
+        if model.has_rt_info(key):
+            return _spec_from_metadata({METADATA_SPEC_KEY: model.get_rt_info(key).astype(str)}, str(model_file))
     return None
 
 
@@ -130,16 +147,17 @@ def _bare_precision(model_file: Path, backend: str) -> str:
     return "fp32"
 
 
-def _describe(path: Path) -> tuple[Path, Path | None, Target, str | None]:
-    """(model file, artifact dir if `path` is one as built, target, recorded variant)."""
+def _describe(path: Path) -> tuple[Path, Path | None, Target, ModelSpec | None]:
+    """(model file, artifact dir if `path` is one as built, target, recorded description)."""
     if path.is_dir():
         meta_path = path / ARTIFACT_META
         if meta_path.is_file():
             meta = _read_json(meta_path)
-            if "target" not in meta or "variant" not in meta:
-                raise InputError(f"{meta_path} names no target or variant; rebuild the artifact")
+            if "target" not in meta or not isinstance(meta.get("onnx_metadata"), dict):
+                raise InputError(f"{meta_path} names no target or model description; rebuild the artifact")
             target = backends.get_target(meta["target"])
-            return path / FILE_KINDS_BY_BACKEND[target.backend], path, target, meta["variant"]
+            spec = _spec_from_metadata(meta["onnx_metadata"], str(meta_path))
+            return path / FILE_KINDS_BY_BACKEND[target.backend], path, target, spec
         models = sorted(p for p in path.iterdir() if p.suffix in FILE_KINDS and p.is_file())
         if len(models) != 1:
             raise InputError(f"{path} has no {ARTIFACT_META} and {len(models)} model files "
@@ -183,22 +201,32 @@ def _stage_files(model_file: Path, staging: Path) -> Path:
     return staging
 
 
-def open_artifact(path: str | Path, cfg, variant_name: str | None = None) -> LoadedArtifact:
+def open_artifact(path: str | Path, cfg, preset: str | None = None) -> LoadedArtifact:
     """Load an artifact directory or bare model file with its backend's Runner.
 
-    `variant_name` is needed only where the artifact records none; a different recorded one is an error.
+    `preset` (a released name) is needed only where the artifact records no description; with one
+    recorded, it must agree on keypoint count and input size, and lends its keypoint names where the
+    file has only generic ones.
     """
+    from pipeline.presets import preset_spec
+    from pipeline.spec import generic_keypoint_names
+
     path = Path(path)
-    model_file, artifact_dir, target, recorded = _describe(path)
+    model_file, artifact_dir, target, spec = _describe(path)
     if not model_file.is_file():
         raise InputError(f"{artifact_dir} names target {target.name}, but {model_file.name} is missing; rebuild it")
-    recorded = recorded or recorded_variant(model_file)
-    if recorded and variant_name and recorded != variant_name:
-        raise InputError(f"{path} was built for {recorded}, not --variant {variant_name}; drop --variant or fix it")
-    name = recorded or variant_name
-    if not name:
-        raise InputError(f"{path} records no variant; pass --variant, e.g. --variant rtmpose-m_coco17_256x192")
-    variant = parse_variant(name)
+    spec = spec or recorded_spec(model_file)
+    named = preset_spec(preset) if preset else None
+    if spec is None and named is None:
+        raise InputError(f"{path} records no model description; pass --model, e.g. --model rtmpose-m_coco17_256x192")
+    if spec is not None and named is not None:
+        if spec.num_keypoints != named.num_keypoints or spec.input_hw != named.input_hw:
+            raise InputError(f"{path} holds a model with {spec.num_keypoints} keypoints at "
+                             f"{spec.input_hw[1]}x{spec.input_hw[0]}, not --model {preset}; drop --model or fix it")
+        if spec.keypoint_names == generic_keypoint_names(spec.num_keypoints):
+            spec = dataclasses.replace(spec, keypoints=named.keypoints)
+        spec = spec.renamed(preset)
+    spec = spec or named
     module = backends.get(target.backend)
     with tempfile.TemporaryDirectory(prefix="infer-") as scratch:
         runner_dir = artifact_dir or _stage_files(model_file, Path(scratch))
@@ -209,28 +237,29 @@ def open_artifact(path: str | Path, cfg, variant_name: str | None = None) -> Loa
         except Exception as exc:  # the runtimes' own errors on damaged files: one line, not a traceback
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InputError(f"{target.backend} cannot load {model_file}: {reason[:300]}") from None
-    return LoadedArtifact(runner, target, variant, model_file)
+    return LoadedArtifact(runner, target, spec, model_file)
 
 
 def estimate(artifact: LoadedArtifact, image_rgb: np.ndarray, box_xyxy) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints [K,2] in image pixels and scores [K] for the person in `box_xyxy`."""
-    batch, matrices = preprocess_boxes(image_rgb, [box_xyxy], artifact.variant.input_hw)
+    spec = artifact.spec
+    batch, matrices = preprocess_boxes(image_rgb, [box_xyxy], spec)
     try:
         outputs = artifact.runner({INPUT_NAME: batch})
     except InputError as exc:
-        raise InputError(f"{exc}; {artifact.variant.name} does not fit {artifact.source}, pass its --variant") from None
-    check_outputs(outputs, artifact.variant, str(artifact.source))
-    keypoints, scores = decode_to_image(outputs, matrices)
+        raise InputError(f"{exc}; {spec.name} does not fit {artifact.source}, pass its --model") from None
+    check_outputs(outputs, spec, str(artifact.source))
+    keypoints, scores = decode_to_image(outputs, matrices, spec.simcc_split_ratio)
     return keypoints[0], scores[0]
 
 
 # --------------------------------------------------------------------------------------------- drawing
 
 
-def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, names: Sequence[str],
+def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, skeleton: Sequence[tuple[int, int]],
               box_xyxy, min_score: float = DRAW_MIN_SCORE) -> np.ndarray:
-    """A copy of the image with the box, the keypoints scoring above `min_score` and, for sets that
-    start with the COCO-17 body (coco17, halpe26, wholebody133), the limbs between them."""
+    """A copy of the image with the box, the keypoints scoring above `min_score` and the limbs of
+    `skeleton` (index pairs, the description's) between them."""
     import cv2
 
     out = image_bgr.copy()
@@ -238,10 +267,9 @@ def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, 
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 200, 0), 2)
     shown = scores > min_score
     points = [(int(round(x)), int(round(y))) for x, y in keypoints]
-    if tuple(names[:len(COCO17)]) == COCO17:
-        for a, b in COCO17_SKELETON:
-            if shown[a] and shown[b]:
-                cv2.line(out, points[a], points[b], (255, 128, 0), 2, cv2.LINE_AA)
+    for a, b in skeleton:
+        if shown[a] and shown[b]:
+            cv2.line(out, points[a], points[b], (255, 128, 0), 2, cv2.LINE_AA)
     for point, visible in zip(points, shown):
         if visible:
             cv2.circle(out, point, 3, (0, 0, 255), -1, cv2.LINE_AA)
@@ -260,7 +288,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"),
                         help="person box in pixels (default: the whole image)")
     parser.add_argument("--save", metavar="PNG", help="also draw the pose onto a copy of the image")
-    parser.add_argument("--variant", help="variant name, where the artifact records none")
+    parser.add_argument("--model", "--variant", dest="model",
+                        help="preset name (rtmpose-<scale>_<keypoints>_<H>x<W>) where the artifact records no description")
     parser.add_argument("--min-score", type=float, default=DRAW_MIN_SCORE,
                         help=f"keypoints drawn by --save score above this (default {DRAW_MIN_SCORE})")
     return parser.parse_args(argv)
@@ -280,11 +309,11 @@ def run(args: argparse.Namespace) -> dict:
     if not (box[2] > box[0] and box[3] > box[1]):
         raise InputError(f"--box {' '.join(f'{v:g}' for v in box)} is empty; give X1 Y1 X2 Y2 with X2 > X1, Y2 > Y1")
     cfg = load_config(args.overrides)
-    artifact = open_artifact(args.artifact, cfg, args.variant)
+    artifact = open_artifact(args.artifact, cfg, args.model)
     keypoints, scores = estimate(artifact, cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), box)
-    names = list(artifact.variant.keypoint_names)
+    names = list(artifact.spec.keypoint_names)
     if args.save:
-        drawn = draw_pose(image_bgr, keypoints, scores, names, box, args.min_score)
+        drawn = draw_pose(image_bgr, keypoints, scores, artifact.spec.keypoints.skeleton, box, args.min_score)
         try:
             written = cv2.imwrite(args.save, drawn)
         except cv2.error:
@@ -292,7 +321,7 @@ def run(args: argparse.Namespace) -> dict:
         if not written:
             raise InputError(f"cannot write --save {args.save}; use a .png or .jpg path in an existing directory")
     return {
-        "variant": artifact.variant.name,
+        "variant": artifact.spec.name,
         "target": artifact.target.name,
         "box": box,
         "keypoints": [[round(float(x), 3), round(float(y), 3)] for x, y in keypoints],

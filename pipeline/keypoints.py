@@ -50,3 +50,8 @@ KEYPOINT_SETS: dict[str, tuple[str, ...]] = {
     "hand21": HAND21,
     "face106": FACE106,
 }
+
+
+def skeleton_for(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """Limbs for drawing a set whose file gives none: the COCO-17 body where the names start with it."""
+    return COCO17_SKELETON if tuple(names[:len(COCO17)]) == COCO17 else ()

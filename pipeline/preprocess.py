@@ -7,12 +7,13 @@ For rotation 0 the warp is a uniform scale plus a shift, which we write out dire
 
 from __future__ import annotations
 
+
 import cv2
 import numpy as np
 
-from pipeline.variants import MEAN_RGB, STD_RGB
+from pipeline.spec import PreprocessSpec
 
-BBOX_PADDING = 1.25
+BBOX_PADDING = 1.25  # mmpose's GetBBoxCenterScale default padding
 
 
 def box_to_center_scale(box_xyxy, input_hw: tuple[int, int], padding: float = BBOX_PADDING):
@@ -36,18 +37,23 @@ def warp_matrix(center, scale, input_hw: tuple[int, int]) -> np.ndarray:
                      [0.0, s, out_h * 0.5 - s * center[1]]], dtype=np.float64)
 
 
-def crop(image_rgb: np.ndarray, box_xyxy, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def crop(image_rgb: np.ndarray, box_xyxy, input_hw: tuple[int, int],
+         padding: float = BBOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
     """Affine crop (bilinear, zero border) and the matrix that made it."""
-    center, scale = box_to_center_scale(box_xyxy, input_hw)
+    center, scale = box_to_center_scale(box_xyxy, input_hw, padding)
     matrix = warp_matrix(center, scale, input_hw)
     out = cv2.warpAffine(image_rgb, matrix, (input_hw[1], input_hw[0]), flags=cv2.INTER_LINEAR)
     return out, matrix
 
 
-def normalize(crop_rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW float32, (x - mean) / std as mmpose's data preprocessor."""
-    x = (crop_rgb.astype(np.float32) - np.array(MEAN_RGB, np.float32)) / np.array(STD_RGB, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+def normalize(crops_rgb: np.ndarray, pre: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """[...,H,W,3] uint8 RGB crops -> [...,3,H,W] float32 network input, as mmpose's PoseDataPreprocessor:
+    channels in the network's order (`bgr_to_rgb=False` networks take BGR), then (x - mean) / std with
+    mean/std given in that order. MMDeploy's SDK does the same from its BGR decode: `Normalize` with
+    `to_rgb` (`csrc/mmdeploy/preprocess/transform/normalize.cpp`)."""
+    pixels = crops_rgb if pre.bgr_to_rgb else crops_rgb[..., ::-1]
+    x = (pixels.astype(np.float32) - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
 def to_image_coords(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -36,11 +36,16 @@ def run_isolated(raw: DictConfig, workdir: str | Path) -> list[tuple[str, str]]:
 
 
 def _job_main(config_file: str, results_file: str) -> int:
-    from pipeline.__main__ import run_chain
+    from pipeline.chain import nothing_built, run_chain
+    from pipeline.config import validate
     from pipeline.errors import PipelineError
 
     try:
-        results = run_chain(OmegaConf.load(config_file))
+        cfg = validate(OmegaConf.load(config_file))
+        empty = nothing_built(cfg)
+        if empty:
+            raise PipelineError(empty)
+        results = run_chain(cfg)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -72,10 +77,14 @@ def summary_table(sweep_dir: str | Path) -> list[str]:
 
 
 class SweepSummary(Callback):
-    """Prints the table of every job once the multirun is over."""
+    """Prints the table of every job once the multirun is over; exits 1 if any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print("\n".join(summary_table(config.hydra.sweep.dir)))
+        table = summary_table(config.hydra.sweep.dir)
+        print("\n".join(table))
+        if not table[-1].endswith(" 0 failed"):
+            # SystemExit passes Hydra's run_and_report (which catches Exception): the sweep's exit code is 1.
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The PyTorch reference model for a config: user checkpoint, demo checkpoint or synthetic weights."""
+"""The PyTorch reference model of a description: user checkpoint, demo checkpoint or synthetic weights."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.checkpoint import load_into_model, load_weights
-from pipeline.synthetic import synthetic_state_dict
+from pipeline.checkpoint import load_into_model
 from pipeline.config import REPO_ROOT, ModelConfig
-from pipeline.variants import Variant, parse_variant
+from pipeline.spec import ModelSpec
+from pipeline.synthetic import synthetic_state_dict
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,29 @@ def resolve_path(path: str) -> Path:
     return REPO_ROOT / candidate
 
 
-def is_onnx(model_cfg: ModelConfig) -> bool:
-    return bool(model_cfg.checkpoint) and model_cfg.checkpoint.lower().endswith(".onnx")
+def is_onnx_source(model_cfg: ModelConfig) -> bool:
+    """Whether the model arrives as an ONNX graph (a .onnx file or an MMDeploy SDK folder/zip)."""
+    from pipeline.describe import source_kind
 
-
-def build_reference_model(model_cfg: ModelConfig) -> tuple[torch.nn.Module, Variant, WeightsInfo]:
-    """Eval-mode RTMPose with the configured weights, strictly loaded."""
-    variant = parse_variant(model_cfg.name)
-    model = variant.build_model()
     if not model_cfg.checkpoint:
-        model.load_state_dict(synthetic_state_dict(variant, model_cfg.synthetic_seed))
+        return False
+    path = resolve_path(model_cfg.checkpoint)
+    return path.exists() and source_kind(path) in ("onnx", "sdk")
+
+
+def build_reference_model(model_cfg: ModelConfig, spec: ModelSpec) -> tuple[torch.nn.Module, WeightsInfo]:
+    """Eval-mode network of `spec` with the configured weights, strictly loaded.
+
+    Raises InputError when the file's tensors do not fit the description (names the first key)."""
+    from pipeline.describe import load_weights_cached
+
+    model = spec.build_model()
+    if not model_cfg.checkpoint:
+        model.load_state_dict(synthetic_state_dict(spec, model_cfg.synthetic_seed))
         info = WeightsInfo("synthetic", f"seeded synthetic (seed {model_cfg.synthetic_seed})", "", "")
     else:
-        path = resolve_path(model_cfg.checkpoint)
-        weights = load_weights(path, trust_pickle=model_cfg.trust_pickle)
-        load_into_model(model, weights, variant, model_cfg.checkpoint)
+        weights = load_weights_cached(resolve_path(model_cfg.checkpoint), model_cfg.trust_pickle)
+        load_into_model(model, weights, model_cfg.checkpoint)
         source = "demo" if weights.meta.get("demo_checkpoint") else "checkpoint"
         info = WeightsInfo(source, weights.form, model_cfg.checkpoint, weights.sha256)
-    return model.eval(), variant, info
+    return model.eval(), info

@@ -2,18 +2,23 @@
 
 Everything a test writes goes under pytest's tmp directories; nothing touches artifacts/ or params.yaml.
 Helpers write checkpoints in the forms users hold them (mmpose zip/legacy, bare state_dict, pickled
-model) and run entry points as subprocesses, the way DVC and users run them.
+model) and run entry points as subprocesses, the way DVC and users run them. Files made by mmpose's
+own code (every RTMPose-family kind and file layout) come from the `mmpose_files` fixture
+(tests/mmpose_files.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import types
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +26,13 @@ import onnx
 import pytest
 import torch
 
+from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-made model files)
 from pipeline.config import RunConfig, load_config
 from pipeline.export import export_onnx
 from pipeline.golden import golden_inputs
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import Variant, parse_variant
+from pipeline.presets import preset_spec
+from pipeline.spec import ModelSpec
 from pipeline.weights import build_reference_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +48,12 @@ FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32")
 @pytest.fixture(scope="session")
 def t_cfg(tmp_path_factory) -> RunConfig:
     """The composed config for synthetic rtmpose-t, outputs redirected to a temporary directory."""
-    return load_config(["model.checkpoint=null", f"out_dir={tmp_path_factory.mktemp('out')}"])
+    return load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path_factory.mktemp('out')}"])
 
 
 @pytest.fixture(scope="session")
-def t_variant() -> Variant:
-    return parse_variant(VARIANT)
+def t_variant() -> ModelSpec:
+    return preset_spec(VARIANT)
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +63,14 @@ def t_state_dict(t_variant) -> "OrderedDict[str, torch.Tensor]":
 
 @pytest.fixture(scope="session")
 def t_model(t_cfg) -> torch.nn.Module:
-    model, _, _ = build_reference_model(t_cfg.model)
+    model, _ = build_reference_model(t_cfg.model, preset_spec(VARIANT))
     return model
 
 
 @pytest.fixture(scope="session")
 def golden(t_variant) -> np.ndarray:
     """Three photo crops, one procedural figure and one seeded random tensor, [5,3,256,192] float32."""
-    return golden_inputs(t_variant.input_hw, num_figures=1, num_random=1, seed=0)
+    return golden_inputs(t_variant, num_figures=1, num_random=1, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +81,7 @@ def torch_outputs(t_model, golden) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def t_onnx(t_cfg, t_model, t_variant, tmp_path_factory) -> Path:
     """rtmpose-t exported with the default export config (opset 17, dynamic batch)."""
-    _, _, info = build_reference_model(t_cfg.model)
+    _, info = build_reference_model(t_cfg.model, t_variant)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(t_model, t_variant, info, t_cfg.export, path)
     return path
@@ -152,7 +159,7 @@ def _mmengine_importable():
         del sys.modules[module.__name__]
 
 
-def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> dict:
+def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: ModelSpec) -> dict:
     """What mmengine's runner saves: numpy values in meta and training state next to the weights."""
     k = variant.num_keypoints
     buffers = ("running_mean", "running_var", "num_batches_tracked")
@@ -170,7 +177,7 @@ def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> 
         "seed": np.int64(21),
         "cfg": "model = dict(type='TopdownPoseEstimator', ...)",
         "dataset_meta": {
-            "dataset_name": variant.keypoints,
+            "dataset_name": variant.keypoints.dataset_name,
             "num_keypoints": k,
             "keypoint_id2name": dict(enumerate(variant.keypoint_names)),
             "sigmas": np.full(k, 0.079, dtype=np.float32),
@@ -195,7 +202,7 @@ def mmpose_checkpoint(state_dict: dict[str, torch.Tensor], variant: Variant) -> 
 CHECKPOINT_FORMS = ("mmpose-zip", "mmpose-legacy", "state_dict", "state_dict-module.", "state_dict-model.")
 
 
-def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor], variant: Variant) -> Path:
+def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor], variant: ModelSpec) -> Path:
     """Write weights in one of CHECKPOINT_FORMS, or as a whole pickled model ("pickled-model")."""
     path = Path(path)
     if form.startswith("mmpose"):
@@ -219,11 +226,62 @@ def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor],
 
 def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python <args>` with this interpreter; stdout and stderr captured as text."""
-    return subprocess.run([PYTHON, *args], cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run `python <args>` with this interpreter; stdout and stderr captured as text.
+
+    This checkout comes first on PYTHONPATH, so the subprocess imports the `pipeline` under test even
+    where the interpreter has another checkout installed in editable mode (a git worktree).
+    """
+    path = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
+    return subprocess.run([PYTHON, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": path, **(env or {})},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
 def run_stage(stage: str, name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python stages/<stage>.py <variant-or-job> [overrides]`, run from `cwd` (a tmp directory)."""
     return run_python(str(REPO_ROOT / "stages" / f"{stage}.py"), name, *overrides, cwd=cwd)
+
+
+# --------------------------------------------------------------------------------------------- the demo
+# checkpoint through every target this host can build
+
+
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / f"{VARIANT}_demo.pth"
+
+
+@dataclass
+class DemoChain:
+    """`python -m pipeline` on the demo checkpoint (a trained, peaked model) with every target."""
+
+    out_dir: Path
+    overrides: tuple[str, ...]  # what the chain ran with: stage scripts given these find the same plan
+    result: subprocess.CompletedProcess
+
+    @property
+    def variant_dir(self) -> Path:
+        return self.out_dir / VARIANT
+
+    def metrics(self, target: str) -> dict:
+        return json.loads((self.variant_dir / "metrics" / f"{target}.json").read_text())
+
+    def copy(self, root: Path) -> "DemoChain":
+        """A copy of the outputs under `root`, for a test that breaks something."""
+        out = root / "out"
+        shutil.copytree(self.out_dir, out)
+        overrides = tuple(o for o in self.overrides if not o.startswith("out_dir=")) + (f"out_dir={out}",)
+        return DemoChain(out, overrides, self.result)
+
+
+@pytest.fixture(scope="session")
+def demo_chain(tmp_path_factory) -> DemoChain:
+    """Every target (`pipeline.backends.TARGETS`; the plan leaves out what this host cannot run) built
+    and verified from the demo checkpoint, INT8 calibrated on 32 crops of a small procedural set."""
+    from pipeline.backends import TARGETS
+
+    root = tmp_path_factory.mktemp("demo_chain")
+    coco = root / "coco"
+    data = run_python("-m", "stages.demo_data", f"demo_coco_dir={coco}", "coco_images=40", cwd=root)
+    assert data.returncode == 0, data.stderr
+    overrides = (f"model.checkpoint={DEMO_CHECKPOINT}", f"targets=[{','.join(TARGETS)}]",
+                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}")
+    result = run_python("-m", "pipeline", *overrides, cwd=root, timeout=1800)
+    return DemoChain(root / "out", overrides, result)

@@ -13,9 +13,10 @@ import torch
 from conftest import CHECKPOINT_FORMS, VARIANT, sha256, torch_forward, write_checkpoint
 from pipeline.checkpoint import load_weights
 from pipeline.config import ModelConfig
+from pipeline.describe import describe
 from pipeline.errors import InputError
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 from pipeline.weights import build_reference_model
 
 
@@ -37,8 +38,12 @@ def checkpoints(tmp_path_factory, t_state_dict, t_variant):
             for form in (*CHECKPOINT_FORMS, "pickled-model")}
 
 
-def load_model(path, trust_pickle: bool = False, name: str = VARIANT):
-    return build_reference_model(ModelConfig(name=name, checkpoint=str(path), trust_pickle=trust_pickle))
+def load_model(path, trust_pickle: bool = False, preset: str | None = VARIANT):
+    """(model, description, weights info) as the reference stage gets them."""
+    cfg = ModelConfig(preset=preset, checkpoint=str(path), trust_pickle=trust_pickle)
+    spec = describe(cfg)
+    model, info = build_reference_model(cfg, spec)
+    return model, spec, info
 
 
 def assert_same_outputs(model, one_image, expected):
@@ -47,7 +52,8 @@ def assert_same_outputs(model, one_image, expected):
         np.testing.assert_array_equal(actual[name], expected[name])
 
 
-FORM_NAMES = {"mmpose-zip": "mmpose-checkpoint", "mmpose-legacy": "mmpose-checkpoint"}
+# conftest's mmpose forms carry the Runner's training state (optimizer, message_hub).
+FORM_NAMES = {"mmpose-zip": "training-checkpoint", "mmpose-legacy": "training-checkpoint"}
 
 
 @pytest.mark.parametrize("form", CHECKPOINT_FORMS)
@@ -59,8 +65,8 @@ def test_every_checkpoint_form_loads_to_identical_outputs(form, checkpoints, t_s
     assert weights.sha256 == sha256(path)
     assert list(weights.state_dict) == list(t_state_dict)  # prefixes stripped, order kept
 
-    model, variant, info = load_model(path)
-    assert variant == t_variant
+    model, spec, info = load_model(path)
+    assert (spec.backbone, spec.head, spec.codec) == (t_variant.backbone, t_variant.head, t_variant.codec)
     assert (info.source, info.sha256) == ("checkpoint", sha256(path))
     assert_same_outputs(model, one_image, expected)
 
@@ -105,7 +111,7 @@ def test_corrupt_bytes_raise_input_error(content, tmp_path):
 def test_random_bytes_are_reported_as_corrupt_not_as_a_pickle_to_trust(tmp_path):
     path = tmp_path / "random.pth"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputError, match="PyTorch file .*; re-download or re-save it") as info:
         load_weights(path)
     assert "trust_pickle" not in str(info.value)
 
@@ -122,17 +128,19 @@ def test_truncated_file(zip_format, keep, tmp_path, t_state_dict):
         load_weights(path)
 
 
-def test_checkpoint_of_another_variant_names_the_variant_it_fits(tmp_path):
-    s_variant = parse_variant("rtmpose-s_coco17_256x192")
+def test_checkpoint_of_another_preset_is_refused_and_converts_without_one(tmp_path):
+    s_variant = preset_spec("rtmpose-s_coco17_256x192")
     path = write_checkpoint(tmp_path / "s.pth", "state_dict", synthetic_state_dict(s_variant, 0), s_variant)
-    with pytest.raises(InputError, match="fits rtmpose-s_coco17_256x192") as info:
-        load_model(path)
-    assert "model=rtmpose-s_coco17_256x192" in str(info.value)  # the fix
+    with pytest.raises(InputError, match="is a s-scale 17 keypoints, 192x256") as info:
+        load_model(path)  # model=rtmpose-t_coco17_256x192 claimed
+    assert "drop model=" in str(info.value)  # the fix
+    _, spec, _ = load_model(path, preset=None)  # the file alone describes it
+    assert (spec.name, spec.backbone, spec.head) == ("s", s_variant.backbone, s_variant.head)
 
 
 @pytest.mark.parametrize("edit, fragment", [
-    (lambda sd: sd.pop("head.gau.res_scale.scale"), "missing"),
-    (lambda sd: sd.__setitem__("head.gau.w", torch.zeros(3)), "unexpected"),
+    (lambda sd: sd.pop("head.gau.res_scale.scale"), r"missing \['head.gau.res_scale.scale'\]"),
+    (lambda sd: sd.__setitem__("head.gau.w", torch.zeros(3)), r"unexpected \['head.gau.w'\]"),
 ])
 def test_strict_load(edit, fragment, tmp_path, t_state_dict, t_variant):
     state_dict = dict(t_state_dict)
@@ -144,7 +152,7 @@ def test_strict_load(edit, fragment, tmp_path, t_state_dict, t_variant):
 
 
 @pytest.mark.parametrize("obj, fragment", [
-    ({"fc.weight": torch.zeros(2, 2)}, "does not look like an RTMPose"),
+    ({"fc.weight": torch.zeros(2, 2)}, "holds no backbone/head weights"),
     (torch.zeros(3), "holds a Tensor"),
     ({"epoch": 3, "weights": [1, 2]}, "without 'state_dict'"),
 ])
@@ -176,6 +184,6 @@ def test_malicious_pickle_is_refused_without_running(container, tmp_path, t_stat
         path.write_bytes(pickle.dumps(Exploit(marker)))
     else:
         torch.save(payload, path, _use_new_zipfile_serialization=container == "torch-zip")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"evil\.pth.*(would run code from the file|not a readable PyTorch file)"):
         load_model(path)
     assert not marker.exists()

@@ -3,6 +3,7 @@ ConfigError naming the key; params.yaml is in sync with conf/; the plan's names 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from pipeline.backends import TARGETS
 from pipeline.config import CONF_DIR, compose, dump_yaml, load_config
 from pipeline.errors import ConfigError
 from pipeline.plan import job_paths, variant_paths
-from pipeline.variants import all_variants
+from pipeline.presets import all_presets
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir()
                        if group.is_dir() and group.name != "local"  # git-ignored, machine-specific
@@ -21,21 +22,40 @@ GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir()
 
 
 def compose_in(tmp_path: Path, *overrides: str):
-    return load_config(["model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
+    return load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
 
 
-def test_there_is_one_model_file_per_released_variant():
-    files = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
-    assert files == {v.name for v in all_variants()}
-    assert len(files) == 75
+def test_every_preset_is_a_model_option_without_a_file():
+    from hydra.core.config_store import ConfigStore
+
+    from pipeline.plan import register_resolvers
+
+    register_resolvers()
+    options = {name.removesuffix(".yaml") for name in ConfigStore.instance().repo["model"]}
+    assert options == {*all_presets(), "demo"} and len(all_presets()) == 75
+    assert not (CONF_DIR / "model").exists()  # composed from pipeline/presets.py, not generated files
+
+
+@pytest.mark.parametrize("preset", ["rtmpose-t_coco17_256x192", "rtmpose-s_halpe26_384x288",
+                                    "rtmpose-x_wholebody133_256x256", "rtmpose-l_face106_256x192"])
+def test_model_presets_compose_into_their_description(preset, tmp_path):
+    cfg = compose_in(tmp_path, f"model={preset}", "model.checkpoint=null")
+    assert (cfg.model.preset, list(cfg.plan["variants"])) == (preset, [preset])
+    spec = cfg.plan["variants"][preset]["spec"]
+    h, w = (int(v) for v in preset.rsplit("_", 1)[1].split("x"))
+    assert spec["codec"]["input_size"] == [w, h] and spec["head"]["type"] == "RTMCCHead"
+
+
+def test_the_default_model_is_the_demo_file_described_by_itself(tmp_path):
+    cfg = load_config([f"out_dir={tmp_path}"])
+    (name, entry), = cfg.plan["variants"].items()
+    assert (cfg.model.preset, name) == (None, VARIANT)  # named by the file's experiment_name
+    assert entry["spec"]["source"]["architecture"].endswith("(meta.cfg)")
 
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group, option, tmp_path):
     cfg = compose_in(tmp_path, f"{group}={option}")
-    if group == "model":
-        assert cfg.model.name == option
-        assert option in cfg.plan["variants"]
     if group == "simplify":
         assert cfg.simplify.tool == option
 
@@ -78,7 +98,8 @@ def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_pa
 @pytest.mark.parametrize("overrides, fragments", [
     (["targets=[nope-fp32]"], ["unknown target 'nope-fp32'", "onnxruntime-fp32", "openvino-fp32"]),
     (["model=rtmpose-q_coco17_256x192"], ["rtmpose-q_coco17_256x192", "unknown scale 'q'", "t, s, m, l, x"]),
-    (["model.name=rtmpose-q_coco17_256x192"], ["unknown scale 'q'", "t, s, m, l, x"]),
+    (["model.name=my/model"], ["model.name='my/model' is not a usable model name", "no dots, slashes"]),
+    (["model.input_size=[192,256,3]"], ["model.input_size=[192, 256, 3] must be [W, H]"]),
     (["export.opsett=11"], ["export.opsett"]),
     (["+export.opsett=11"], ["export.opsett", "opsett"]),
     (["export.opset=eleven"], ["export.opset", "eleven"]),
@@ -89,7 +110,7 @@ def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_pa
     (["targets=[]"], ["targets is empty"]),
 ])
 def test_mistakes_are_config_errors_naming_the_key(overrides, fragments, tmp_path):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(fragments[0])) as info:
         compose_in(tmp_path, *overrides)
     message = str(info.value)
     assert "\n" not in message
@@ -98,7 +119,7 @@ def test_mistakes_are_config_errors_naming_the_key(overrides, fragments, tmp_pat
 
 
 def test_unknown_model_option_names_the_allowed_choices(tmp_path):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match="t, s, m, l, x|rtmpose-t_coco17_256x192") as info:
         compose_in(tmp_path, "model=rtmpose-q_coco17_256x192")
     message = str(info.value)
     assert "t, s, m, l, x" in message or "rtmpose-t_coco17_256x192" in message
@@ -108,7 +129,7 @@ def test_unknown_model_option_names_the_allowed_choices(tmp_path):
 def params_file(tmp_path):
     """A composed params file (what `python -m pipeline.params` writes), for editing."""
     path = tmp_path / "params.yaml"
-    path.write_text(dump_yaml(compose(["model.checkpoint=null", f"out_dir={tmp_path / 'out'}"])))
+    path.write_text(dump_yaml(compose(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path / 'out'}"])))
     return path
 
 
@@ -120,7 +141,7 @@ def edit_yaml(path: Path, edit) -> None:
 
 def test_params_file_loads(params_file, tmp_path):
     cfg = load_config(params_file=params_file)
-    assert cfg.model.name == VARIANT and cfg.out_dir == str(tmp_path / "out")
+    assert cfg.model.preset == VARIANT and cfg.out_dir == str(tmp_path / "out")
 
 
 @pytest.mark.parametrize("edit, fragment", [
@@ -143,6 +164,6 @@ def test_params_file_and_overrides_are_exclusive(params_file, tmp_path):
         load_config(params_file=tmp_path / "missing.yaml")
 
 
-def test_params_yaml_and_conf_model_are_in_sync():
+def test_params_yaml_is_in_sync_with_conf():
     result = run_python("-m", "pipeline.params", "--check", cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,8 @@ from pipeline.errors import InputError
 from pipeline.golden import DATA_DIR
 from pipeline.infer import estimate, open_artifact
 from pipeline.preprocess import load_rgb
-from pipeline.variants import MEAN_RGB, STD_RGB
+from pipeline.presets import preset_spec
+from pipeline.spec import PreprocessSpec
 
 from conftest import VARIANT
 from test_infer import TARGETS, artifact_dir, build_fp32_artifacts
@@ -68,7 +69,7 @@ def test_pipeline_json_preprocessing_and_decode(built, target):
     assert transforms["TopDownGetBboxCenterScale"]["padding"] == 1.25
     assert transforms["TopDownAffine"]["image_size"] == [192, 256], "sizes are (W, H)"
     normalize = transforms["Normalize"]
-    assert (normalize["mean"], normalize["std"], normalize["to_rgb"]) == (list(MEAN_RGB), list(STD_RGB), True)
+    assert (normalize["mean"], normalize["std"], normalize["to_rgb"]) == (list(PreprocessSpec().mean), list(PreprocessSpec().std), True)
     assert tasks[1]["input_map"] == {"img": "input"} and tasks[1]["output_map"] == {}
     decode = tasks[2]
     assert decode["component"] == "SimCCLabelDecode"
@@ -116,7 +117,7 @@ def test_zip_loads_as_rtmlib_loads_it(built, extracted):
     from pipeline.golden import photo_inputs
 
     session = ort.InferenceSession(str(extracted / RTMLIB_ONNX), providers=["CPUExecutionProvider"])
-    crops = photo_inputs((256, 192))[:1]
+    crops = photo_inputs(preset_spec(VARIANT))[:1]
     simcc_x, simcc_y = session.run([o.name for o in session.get_outputs()], {session.get_inputs()[0].name: crops})
     assert simcc_x.shape == (1, 17, 384) and simcc_y.shape == (1, 17, 512)
     artifact = open_artifact(artifact_dir(built, "onnxruntime-fp32"), built)

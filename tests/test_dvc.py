@@ -67,7 +67,7 @@ def repo(tmp_path_factory) -> Path:
     shutil.copy2(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # hydra.enabled for `dvc exp run`
 
     installed_params = (REPO_ROOT / "params.yaml").read_bytes()
-    result = run([PYTHON, "-m", "pipeline.params", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
+    result = run([PYTHON, "-m", "pipeline.params", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
                  root)
     assert result.returncode == 0, result.stderr
     assert (REPO_ROOT / "params.yaml").read_bytes() == installed_params  # wrote the copy's, not the repo's
@@ -105,10 +105,25 @@ def test_second_repro_reruns_nothing(reproduced, repo):
         assert f"Stage '{stage}' didn't change" in again.stdout
 
 
+def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, repo, tmp_path):
+    """Stages list their sources through their stage-deps file (pipeline/stage_deps.py): an edit to one
+    backend's module reruns `stage-deps`, then that backend's build and verify only."""
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy, symlinks=True)  # the fixture's repository, cache and outputs
+    result = run([PYTHON, "-m", "pipeline.params", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]"],
+                 copy)
+    assert result.returncode == 0, result.stderr
+    dvc("repro", "verify", root=copy)  # the fixture's plan, whatever experiment the workspace held
+    module = copy / "pipeline" / "backends" / "openvino.py"
+    module.write_text(module.read_text() + "\n# an edit that changes no behaviour\n")
+    ran = set(re.findall(r"Running stage '([^']+)'", dvc("repro", "verify", root=copy).stdout))
+    assert ran == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
+
+
 def test_exp_run_composes_conf_through_hydra(reproduced, repo):
     for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "repro"]):
         assert run(args, repo).returncode == 0
-    result = dvc("exp", "run", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+    result = dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
                  "-S", "simplify.atol=0.001", "verify", root=repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["targets"] == ["onnxruntime-fp32"] and params["simplify"]["atol"] == 0.001
@@ -120,7 +135,7 @@ def test_exp_run_composes_conf_through_hydra(reproduced, repo):
 
 def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo):
     """`-S key=a,b` queues one experiment per value, each composed from conf/ by DVC; two workers run them."""
-    dvc("exp", "run", "--queue", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
+    dvc("exp", "run", "--queue", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
         "-S", "simplify.atol=0.002,0.003", "verify", root=repo)
     assert "Started '2' new experiments task queue workers" in dvc("queue", "start", "-j", "2", root=repo).stdout
     deadline = time.monotonic() + 240

@@ -64,7 +64,7 @@ def test_instance_score_follows_mmpose_rescoring():
 def test_evaluate_writes_metrics_and_fails_beyond_the_limit(eval_cfg, coco, capsys):
     """A limit of -1 (the target must beat PyTorch by a whole AP) fails; the metrics are written anyway."""
     eval_cfg.evaluate = evaluate_settings(coco, max_ap_drop=-1.0)
-    with pytest.raises(VerificationError) as failure:
+    with pytest.raises(VerificationError, match="evaluate.max_ap_drop=-1") as failure:
         evaluate(eval_cfg, VARIANT)
     message = str(failure.value)
     assert "\n" not in message and "evaluate.max_ap_drop=-1" in message and "more target" in message
@@ -100,7 +100,7 @@ def test_apply_limit_compares_the_drop():
 def test_static_batch_models_get_padded_batches(coco):
     """A model with a fixed batch of 3 sees only full batches; each of the 8 boxes is decoded once, in order."""
     from pipeline.evaluate import predict
-    from pipeline.variants import parse_variant
+    from pipeline.presets import preset_spec
 
     _, instances = load_dataset(coco, 17)
     seen, advanced = [], []
@@ -112,7 +112,7 @@ def test_static_batch_models_get_padded_batches(coco):
         simcc_x[:, :, 192] = simcc_y[:, :, 256] = 1.0  # every keypoint at the crop centre
         return {"simcc_x": simcc_x, "simcc_y": simcc_y}
 
-    keypoints, scores = predict(forward, instances, parse_variant(VARIANT), 8, 3, advanced.append)
+    keypoints, scores = predict(forward, instances, preset_spec(VARIANT), 8, 3, advanced.append)
     assert len(seen) == 3 and not seen[-1][2].any(), "the last batch is padded with zeros"
     assert keypoints.shape == (8, 17, 2) and scores.shape == (8, 17) and advanced == list(range(8))
     centres = np.array([[(x1 + x2) / 2, (y1 + y2) / 2] for x1, y1, x2, y2 in (i.box_xyxy for i in instances)])
@@ -134,7 +134,7 @@ def test_stage_script_composes_and_fails_with_one_line(t_onnx, tmp_path_factory,
     build_fp32_artifacts(t_onnx, out_dir)
     assert {f.name for f in fields(config_module.EvaluateConfig)} >= {"enabled", "dataset_dir", "max_ap_drop",
                                                                      "batch_size"}
-    result = run_stage("evaluate", VARIANT, "model.checkpoint=null", f"out_dir={out_dir}",
+    result = run_stage("evaluate", VARIANT, "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}",
                        f"targets=[{','.join(TARGETS)}]", "evaluate.enabled=true", f"evaluate.dataset_dir={coco}",
                        "evaluate.max_ap_drop=-1", cwd=tmp_path)
     assert result.returncode == 1

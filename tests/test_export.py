@@ -27,7 +27,8 @@ from pipeline.io import read_npz
 from pipeline.keypoints import COCO17
 from pipeline.onnx_io import get_metadata, run_fp32, set_metadata
 from pipeline.preprocess import crop, normalize, to_image_coords
-from pipeline.variants import MEAN_RGB, STD_RGB, parse_variant
+from pipeline.presets import preset_spec
+from pipeline.spec import ModelSpec, PreprocessSpec
 from pipeline.weights import build_reference_model
 
 
@@ -37,7 +38,7 @@ def dims(value_info) -> list:
 
 def export_with(tmp_path: Path, *overrides: str) -> Path:
     """The export step for a config composed with these overrides; returns the ONNX path."""
-    cfg = load_config(["model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
+    cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
     return steps.export(cfg, VARIANT)
 
 
@@ -96,13 +97,15 @@ def test_opset_is_configurable_and_ir_version_minimal(opset, ir_version, tmp_pat
 
 def test_metadata_describes_the_model(proto):
     meta = get_metadata(proto)
-    assert {"variant", "keypoint_names", "input_size_hw", "mean_rgb", "std_rgb", "simcc_split_ratio",
-            "checkpoint_sha256", "tool_versions", "synthetic_weights"} <= set(meta)
+    assert {"variant", "model_spec", "keypoint_names", "input_size_hw", "mean", "std", "channel_order",
+            "simcc_split_ratio", "checkpoint_sha256", "tool_versions", "synthetic_weights"} <= set(meta)
     assert meta["variant"] == VARIANT
+    assert ModelSpec.from_dict(json.loads(meta["model_spec"])) == preset_spec(VARIANT)  # the whole description
     assert json.loads(meta["keypoint_names"]) == list(COCO17)
     assert json.loads(meta["input_size_hw"]) == [256, 192]
-    assert json.loads(meta["mean_rgb"]) == list(MEAN_RGB)
-    assert json.loads(meta["std_rgb"]) == list(STD_RGB)
+    assert json.loads(meta["mean"]) == list(PreprocessSpec().mean)
+    assert json.loads(meta["std"]) == list(PreprocessSpec().std)
+    assert meta["channel_order"] == "RGB"
     assert json.loads(meta["simcc_split_ratio"]) == 2.0
     assert json.loads(meta["synthetic_weights"]) is True
     assert meta["checkpoint_sha256"] == ""
@@ -129,8 +132,8 @@ def test_no_absolute_paths_in_the_file(t_onnx):
 
 
 def test_two_exports_are_byte_identical(t_onnx, t_cfg, tmp_path):
-    model, variant, info = build_reference_model(t_cfg.model)  # a fresh model, built again
-    export_onnx(model, variant, info, t_cfg.export, tmp_path / "again.onnx")
+    model, info = build_reference_model(t_cfg.model, preset_spec(VARIANT))  # a fresh model, built again
+    export_onnx(model, preset_spec(VARIANT), info, t_cfg.export, tmp_path / "again.onnx")
     assert sha256(tmp_path / "again.onnx") == sha256(t_onnx)
 
 
@@ -148,7 +151,7 @@ def swapped_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def hand21_model() -> onnx.ModelProto:
     """An ONNX of another variant: right names, wrong K (21 keypoints)."""
-    model = parse_variant("rtmpose-t_hand21_256x192").build_model().eval()
+    model = preset_spec("rtmpose-t_hand21_256x192").build_model().eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -158,7 +161,8 @@ def hand21_model() -> onnx.ModelProto:
 
 
 def onnx_config(tmp_path: Path, onnx_path: Path):
-    return load_config([f"model.checkpoint={onnx_path}", f"out_dir={tmp_path / 'out'}"])
+    """The file, with the preset it claims to be (which lends it COCO-17's names and the preset's name)."""
+    return load_config([f"model={VARIANT}", f"model.checkpoint={onnx_path}", f"out_dir={tmp_path / 'out'}"])
 
 
 def test_user_onnx_passes_through_export_relabelled(tmp_path, proto, golden):
@@ -181,20 +185,32 @@ def test_user_onnx_passes_through_export_relabelled(tmp_path, proto, golden):
     np.testing.assert_array_equal(reference["simcc_x"], run_fp32(user, reference["input"])["simcc_x"])
 
 
-@pytest.mark.parametrize("breakage", ["renamed output", "renamed input", "swapped outputs", "other variant"])
-def test_user_onnx_with_wrong_io_is_refused(breakage, tmp_path, proto):
-    bad = {
-        "renamed output": lambda: renamed(proto, "simcc_x", "output"),
+@pytest.mark.parametrize("form", ["renamed output", "renamed input", "swapped outputs"])
+def test_user_onnx_of_another_exporter_is_brought_to_the_contract(form, tmp_path, proto, golden):
+    other = {
+        "renamed output": lambda: renamed(renamed(proto, "simcc_x", "output0"), "simcc_y", "output1"),
         "renamed input": lambda: renamed(proto, "input", "image"),
         "swapped outputs": lambda: swapped_outputs(proto),
-        "other variant": hand21_model,
-    }[breakage]()
-    path = tmp_path / "bad.onnx"
-    onnx.save_model(bad, str(path))
+    }[form]()
+    path = tmp_path / "other.onnx"
+    onnx.save_model(other, str(path))
     cfg = onnx_config(tmp_path, path)
-    with pytest.raises(InputError, match=f"does not have the I/O of {VARIANT}"):
-        steps.export(cfg, VARIANT)
-    assert not Path(cfg.plan["variants"][VARIANT]["export"]).exists()
+    exported = onnx.load(str(steps.export(cfg, VARIANT)))
+    assert [i.name for i in exported.graph.input] == ["input"]
+    assert [(o.name, dims(o)) for o in exported.graph.output] == [("simcc_x", ["batch", 17, 384]),
+                                                                  ("simcc_y", ["batch", 17, 512])]
+    assert max_abs_diff(run_onnx(exported, golden[:2]), run_onnx(proto, golden[:2])) == 0.0
+
+
+def test_user_onnx_of_another_model_is_refused_against_its_preset(tmp_path):
+    path = tmp_path / "hand.onnx"
+    onnx.save_model(hand21_model(), str(path))
+    with pytest.raises(InputError, match=f"21 keypoints, 192x256 .* not model={VARIANT}; drop model="):
+        onnx_config(tmp_path, path)
+    cfg = load_config([f"model.checkpoint={path}", f"out_dir={tmp_path / 'out'}"])  # the file alone
+    assert list(cfg.plan["variants"]) == ["hand"]
+    exported = onnx.load(str(steps.export(cfg, "hand")))
+    assert [dims(o) for o in exported.graph.output] == [[1, 21, 384], [1, 21, 512]]
 
 
 @pytest.mark.parametrize("content", ["text", "truncated"])
@@ -202,12 +218,9 @@ def test_corrupt_onnx_is_refused(content, tmp_path, t_onnx):
     data = t_onnx.read_bytes()
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"this is not an ONNX model\n" * 20 if content == "text" else data[: len(data) // 2])
-    cfg = onnx_config(tmp_path, path)
-    with pytest.raises(InputError):
-        steps.export(cfg, VARIANT)
-    with pytest.raises(InputError):
-        steps.reference(cfg, VARIANT)
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    with pytest.raises(InputError, match="is not a readable ONNX model"):
+        onnx_config(tmp_path, path)
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------- rtmlib

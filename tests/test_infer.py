@@ -20,7 +20,7 @@ from pipeline.errors import InputError
 from pipeline.golden import DATA_DIR
 from pipeline.dropin import FILE_KINDS
 from pipeline.infer import draw_pose, estimate, main, open_artifact
-from pipeline.keypoints import COCO17
+from pipeline.keypoints import COCO17, COCO17_SKELETON
 from pipeline.preprocess import crop, load_rgb, normalize, to_image_coords
 
 from conftest import REPO_ROOT, VARIANT, run_python
@@ -34,7 +34,7 @@ BOX = (20.0, 10.0, 370.0, 512.0)
 def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
     """cfg with the fp32 artifacts built by `steps.build` from an exported ONNX; built once per test session
     (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
-    cfg = load_config(["model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
+    cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]"])
     simplified = Path(cfg.plan["variants"][VARIANT]["simplified_onnx"])
     simplified.parent.mkdir(parents=True)
     shutil.copyfile(onnx_path, simplified)
@@ -70,7 +70,7 @@ def run_main(capsys, *argv) -> tuple[int, dict | None, str]:
 @pytest.mark.parametrize("target", TARGETS)
 def test_artifact_dir_matches_pytorch(built, t_model, target):
     artifact = open_artifact(artifact_dir(built, target), built)
-    assert (artifact.target.name, artifact.variant.name) == (target, VARIANT)
+    assert (artifact.target.name, artifact.spec.name) == (target, VARIANT)
     keypoints, scores = estimate(artifact, load_rgb(IMAGE), BOX)
     ref_keypoints, ref_scores = reference_pose(t_model)
     assert keypoints.shape == (17, 2) and scores.shape == (17,)
@@ -136,11 +136,13 @@ def no_metadata_onnx(built, tmp_path_factory) -> Path:
     return path
 
 
-def test_variant_flag_where_none_is_recorded(no_metadata_onnx, capsys):
-    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE)
-    assert code == 1 and err.startswith("error: ") and "--variant" in err and err.count("\n") == 1
-    code, pose, _ = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", VARIANT)
-    assert code == 0 and pose["variant"] == VARIANT
+def test_model_flag_names_an_onnx_that_records_nothing(no_metadata_onnx, capsys):
+    code, anonymous, err = run_main(capsys, no_metadata_onnx, IMAGE)  # described by its I/O alone
+    assert code == 0, err
+    assert anonymous["variant"] == "anonymous" and anonymous["keypoint_names"] == [f"kpt_{i}" for i in range(17)]
+    code, pose, _ = run_main(capsys, no_metadata_onnx, IMAGE, "--model", VARIANT)
+    assert code == 0 and pose["variant"] == VARIANT and pose["keypoint_names"] == list(COCO17)
+    assert pose["keypoints"] == anonymous["keypoints"]
 
 
 def _bad_onnx(tmp_path):
@@ -174,7 +176,8 @@ def _engine_without_tensorrt(tmp_path):
     (_engine_without_tensorrt, "needs the Python package 'tensorrt'"),
     (lambda tmp: (tmp / "model.tflite", IMAGE, []), "does not exist"),
     (lambda tmp: (None, IMAGE, ["--box", 10, 10, 5, 50]), "is empty"),
-    (lambda tmp: (None, IMAGE, ["--variant", "rtmpose-t_coco17_384x288"]), "was built for"),
+    (lambda tmp: (None, IMAGE, ["--model", "rtmpose-t_coco17_384x288"]), "not --model rtmpose-t_coco17_384x288"),
+    (lambda tmp: (None, IMAGE, ["--model", "rtmpose-q_coco17_256x192"]), "unknown scale 'q'"),
     (lambda tmp: (None, IMAGE, ["--save", tmp / "missing-dir" / "out.png"]), "cannot write --save"),
 ])
 def test_errors_are_one_line(built, tmp_path, capsys, case, message):
@@ -184,11 +187,11 @@ def test_errors_are_one_line(built, tmp_path, capsys, case, message):
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
-def test_wrong_input_size_names_the_shapes(no_metadata_onnx, capsys):
-    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", "rtmpose-t_coco17_384x288")
-    assert code == 1 and "[1, 3, 384, 288]" in err and "256, 192" in err and err.count("\n") == 1
-    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--variant", "rtmpose-t_halpe26_256x192")
-    assert code == 1 and "simcc_x" in err and "26" in err
+def test_a_model_flag_that_contradicts_the_file_names_both(no_metadata_onnx, capsys):
+    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--model", "rtmpose-t_coco17_384x288")
+    assert code == 1 and "17 keypoints at 192x256" in err and "384x288" in err and err.count("\n") == 1
+    code, _, err = run_main(capsys, no_metadata_onnx, IMAGE, "--model", "rtmpose-t_halpe26_256x192")
+    assert code == 1 and "17 keypoints" in err and "halpe26" in err
 
 
 def test_unknown_file_type_is_refused(tmp_path):
@@ -213,9 +216,9 @@ def test_file_kinds_are_the_names_the_runners_open():
 def test_draw_pose_draws_limbs_only_between_confident_points():
     image = np.zeros((100, 100, 3), np.uint8)
     keypoints = np.array([[10.0 + 4 * i, 10.0 + 4 * i] for i in range(17)])
-    confident = draw_pose(image, keypoints, np.ones(17), list(COCO17), (0, 0, 99, 99))
-    doubtful = draw_pose(image, keypoints, np.zeros(17), list(COCO17), (0, 0, 99, 99))
+    confident = draw_pose(image, keypoints, np.ones(17), COCO17_SKELETON, (0, 0, 99, 99))
+    doubtful = draw_pose(image, keypoints, np.zeros(17), COCO17_SKELETON, (0, 0, 99, 99))
     assert not image.any(), "the input is not drawn on"
     assert np.count_nonzero(confident) > np.count_nonzero(doubtful) > 0  # the box is always drawn
-    points_only = draw_pose(image, keypoints[:5], np.ones(5), ["a", "b", "c", "d", "e"], (0, 0, 99, 99))
+    points_only = draw_pose(image, keypoints[:5], np.ones(5), (), (0, 0, 99, 99))  # a set without a skeleton
     assert np.count_nonzero(points_only) < np.count_nonzero(confident)

@@ -18,7 +18,7 @@ import torch
 from pipeline.config import ExportConfig
 from pipeline.export import export_onnx
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 from pipeline.weights import WeightsInfo
 
 SCRIPT = Path(__file__).parent / "upstream" / "mmpose_outputs.py"
@@ -47,7 +47,7 @@ def mmpose_outputs(variant_name, state_dict, inputs, tmp_path):
 
 @pytest.mark.parametrize("variant_name", VARIANTS)
 def test_pytorch_and_onnx_equal_mmpose(variant_name, tmp_path):
-    variant = parse_variant(variant_name)
+    variant = preset_spec(variant_name)
     state = synthetic_state_dict(variant, seed=7)
     inputs = np.random.default_rng(1).standard_normal((2, 3, *variant.input_hw)).astype(np.float32)
     ref_x, ref_y = mmpose_outputs(variant_name, state, inputs, tmp_path)

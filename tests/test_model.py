@@ -1,15 +1,18 @@
-"""The PyTorch RTMPose: published sizes, output shapes, official key names and the variant table."""
+"""The PyTorch RTMPose: published sizes, output shapes, official key names, the presets, and the
+description read back off a state_dict's shapes."""
 
 from __future__ import annotations
+
+import dataclasses
+import re
 
 import pytest
 import torch
 
-from pipeline.checkpoint import infer_variant
-from pipeline.errors import ConfigError
+from pipeline.describe import spec_from_shapes
+from pipeline.errors import ConfigError, InputError
 from pipeline.keypoints import KEYPOINT_SETS
-from pipeline.model.rtmpose import ArchConfig, RTMPose
-from pipeline.variants import INPUT_SIZES, all_variants, parse_variant
+from pipeline.presets import INPUT_SIZES, all_presets, preset_spec
 
 
 def num_params(model: torch.nn.Module) -> int:
@@ -25,13 +28,13 @@ def num_params(model: torch.nn.Module) -> int:
     ("rtmpose-m_coco17_384x288", 13_717_659),
 ])
 def test_parameter_count_equals_the_published_one(name, published):
-    assert num_params(parse_variant(name).build_model()) == published
+    assert num_params(preset_spec(name).build_model()) == published
 
 
 @pytest.mark.parametrize("keypoints", list(KEYPOINT_SETS))
 @pytest.mark.parametrize("hw", INPUT_SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
 def test_tiny_model_gives_simcc_shapes(keypoints, hw):
-    variant = parse_variant(f"rtmpose-t_{keypoints}_{hw[0]}x{hw[1]}")
+    variant = preset_spec(f"rtmpose-t_{keypoints}_{hw[0]}x{hw[1]}")
     k, (h, w) = len(KEYPOINT_SETS[keypoints]), hw
     model = variant.build_model().eval()
     assert variant.simcc_shapes == {"simcc_x": (k, 2 * w), "simcc_y": (k, 2 * h)}
@@ -48,9 +51,18 @@ def test_tiny_model_gives_simcc_shapes(keypoints, hw):
         assert tuple(simcc_y.shape) == (n, k, 2 * h)
 
 
-def test_input_size_must_be_a_multiple_of_32():
-    with pytest.raises(ValueError, match="multiple of 32"):
-        RTMPose(ArchConfig(0.167, 0.375, 17, (250, 192)))
+def test_the_head_must_fit_the_stride_32_map_of_the_input_size():
+    from pipeline.spec import validate
+
+    spec = preset_spec("rtmpose-t_coco17_256x192")
+    odd = dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=(240, 320)))
+    with pytest.raises(ConfigError, match=r"does not fit input size 240x320: CSPNeXt gives a 8x10 map"):
+        validate(odd)  # 240 // 32 = 7 tokens across, but the convolutions round up to 8
+    fitted = dataclasses.replace(odd, head=dataclasses.replace(spec.head, in_featuremap_size=(8, 10)))
+    validate(fitted)
+    with torch.no_grad():
+        simcc_x, simcc_y = fitted.build_model().eval()(torch.zeros(1, 3, 320, 240))
+    assert simcc_x.shape == (1, 17, 480) and simcc_y.shape == (1, 17, 640)
 
 
 OFFICIAL_KEYS = (
@@ -108,20 +120,22 @@ def test_official_shapes_of_rtmpose_t_head(t_state_dict):
     "rtmpose-l_hand21_256x192",
     "rtmpose-t_face106_256x256",
 ])
-def test_infer_variant_reads_the_variant_off_the_shapes(name):
-    state_dict = parse_variant(name).build_model().state_dict()
-    assert infer_variant(state_dict) == parse_variant(name)
+def test_shapes_describe_the_network_they_came_from(name):
+    preset = preset_spec(name)
+    described = spec_from_shapes(preset.build_model().state_dict(), name, 2.0, None, "test")
+    assert (described.backbone, described.head, described.codec.input_size) == \
+        (preset.backbone, preset.head, preset.codec.input_size)
 
 
-def test_infer_variant_of_something_else_is_none():
-    assert infer_variant({"fc.weight": torch.zeros(2, 2)}) is None
-    assert infer_variant({}) is None
+def test_shapes_of_something_else_are_refused_with_the_missing_key():
+    with pytest.raises(InputError, match="backbone.stem.2.conv.weight"):
+        spec_from_shapes({"fc.weight": torch.zeros(2, 2)}, "x", 2.0, None, "test")
 
 
-def test_variant_names_round_trip():
-    variants = all_variants()
-    assert len(variants) == len({v.name for v in variants}) == 75
-    assert all(parse_variant(v.name) == v for v in variants)
+def test_preset_names_round_trip():
+    names = all_presets()
+    assert len(names) == len(set(names)) == 75
+    assert all(preset_spec(name).name == name for name in names)
 
 
 @pytest.mark.parametrize("name, fragments", [
@@ -131,8 +145,8 @@ def test_variant_names_round_trip():
     ("rtmpose_m_coco17", ["rtmpose-<scale>_<keypoints>_<H>x<W>"]),
     ("rtmpose-m_coco17_256x192 ", ["rtmpose-<scale>_<keypoints>_<H>x<W>"]),
 ])
-def test_parse_variant_errors_name_the_allowed_choices(name, fragments):
-    with pytest.raises(ConfigError) as info:
-        parse_variant(name)
+def test_preset_errors_name_the_allowed_choices(name, fragments):
+    with pytest.raises(ConfigError, match=re.escape(fragments[0])) as info:
+        preset_spec(name)
     for fragment in fragments:
         assert fragment in str(info.value)

@@ -15,9 +15,9 @@ import pytest
 from conftest import (FP32_TARGETS, VARIANT, files_under, renamed, run_python, run_stage, sha256,
                       write_checkpoint)
 from pipeline.synthetic import synthetic_state_dict
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 
-SYNTHETIC = ("model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
+SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 JOBS = [f"{VARIANT}.{target}" for target in FP32_TARGETS]
 
 
@@ -64,7 +64,8 @@ def test_metrics_say_passed(target, chain):
     assert metrics["passed"] is True and metrics["breaches"] == []
     assert (metrics["job"], metrics["target"], metrics["precision"]) == (f"{VARIANT}.{target}", target, "fp32")
     assert set(metrics["outputs"]) == {"simcc_x", "simcc_y"}
-    assert metrics["keypoints"]["confident"]["agreement"] == 1.0
+    assert metrics["rule"] == "reference-error"  # fp32 against the float32 reference's own error
+    assert metrics["keypoints"]["confident"]["count"] == 0  # synthetic weights: no clear SimCC peak, nothing gated
     assert set(metrics["runtime_settings"]["execution_precision"]) == {"fp32"}
     stdout = runs[f"verify@{VARIANT}.{target}"].stdout
     assert f"PASSED {VARIANT}.{target} simcc_x" in stdout and "FAILED" not in stdout
@@ -81,7 +82,7 @@ def test_artifact_records_its_source(target, chain):
 
 def test_python_m_pipeline_runs_the_whole_chain(tmp_path):
     out = tmp_path / "out"
-    result = run_python("-m", "pipeline", "model.checkpoint=null", "targets=[onnxruntime-fp32]", f"out_dir={out}",
+    result = run_python("-m", "pipeline", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "targets=[onnxruntime-fp32]", f"out_dir={out}",
                         f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{VARIANT}.onnxruntime-fp32" in result.stdout and "passed" in result.stdout
@@ -94,7 +95,7 @@ def test_python_m_pipeline_runs_the_whole_chain(tmp_path):
 
 
 def pickled_model(tmp_path: Path) -> Path:
-    variant = parse_variant(VARIANT)
+    variant = preset_spec(VARIANT)
     return write_checkpoint(tmp_path / "model.pth", "pickled-model", synthetic_state_dict(variant, 0), variant)
 
 
@@ -110,8 +111,8 @@ BAD_INPUTS = {
                            "does not exist"),
     "corrupt checkpoint": ("reference", VARIANT, lambda d: [f"model.checkpoint={corrupt_file(d)}"], "corrupt"),
     "pickled model": ("reference", VARIANT, lambda d: [f"model.checkpoint={pickled_model(d)}"], "trust_pickle"),
-    "onnx with wrong io": ("export", VARIANT, lambda d: [f"model.checkpoint={d / 'renamed.onnx'}"],
-                           "does not have the I/O"),
+    "onnx with wrong io": ("export", VARIANT, lambda d: [f"model.checkpoint={d / 'one_output.onnx'}"],
+                           "expected two SimCC outputs"),
     "unknown model": ("reference", VARIANT, lambda d: ["model=rtmpose-q_coco17_256x192"],
                       "rtmpose-q_coco17_256x192"),
     "unknown target": ("build", f"{VARIANT}.nope-fp32", lambda d: ["targets=[nope-fp32]"], "nope-fp32"),
@@ -131,10 +132,12 @@ def test_bad_input_exits_1_with_one_error_line_and_no_output(case, tmp_path, t_o
     stage, name, overrides, fragment = BAD_INPUTS[case]
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    if case == "onnx with wrong io":  # valid ONNX, first output called `output`: rtmlib reads it, we refuse it
-        onnx.save_model(renamed(onnx.load(str(t_onnx)), "simcc_x", "output"), str(inputs / "renamed.onnx"))
+    if case == "onnx with wrong io":  # a valid ONNX that gives simcc_x only: not a SimCC pose model
+        model = onnx.load(str(t_onnx))
+        del model.graph.output[1]
+        onnx.save_model(model, str(inputs / "one_output.onnx"))
     out = tmp_path / "out"
-    result = run_stage(stage, name, "model.checkpoint=null", *overrides(inputs), f"out_dir={out}", cwd=tmp_path)
+    result = run_stage(stage, name, "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", *overrides(inputs), f"out_dir={out}", cwd=tmp_path)
     assert_one_error_line(result, fragment)
     assert files_under(out) == []
     assert sorted(p.name for p in tmp_path.iterdir()) in (["inputs"], ["inputs", "out"])

@@ -1,26 +1,40 @@
-"""The comparator on hand-made arrays (Polygraphy's tests/comparator/test_compare.py style)."""
+"""The comparator on hand-made arrays (Polygraphy's tests/comparator/test_compare.py style): both
+elementwise rules, limits that follow the output's scale, zeros, NaN, fp16, peak margins, keypoints,
+and the golden set's preprocessing records."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from pipeline.config import Tolerance
-from pipeline.verify import (EPS, check_execution_precision, compare, compare_output, keypoint_metrics,
+from pipeline.dropin import pipeline_json
+from pipeline.errors import ConfigError
+from pipeline.preprocess import normalize
+from pipeline.presets import preset_spec
+from pipeline.spec import PreprocessSpec
+
+MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
+from pipeline.verify import (EPS, Golden, check_execution_precision, compare, compare_output, confident_keypoints,
+                             keypoint_metrics, onnx_metadata_normalization, peak_margin, sdk_normalization,
                              summary_lines)
 
-TOL = Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.999, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
+TOL = Tolerance(max_error=1e-3, error_factor=10.0, error_floor=1e-7, min_cosine=0.999, max_mean_drift_px=0.5,
+                agreement_px=0.5, min_agreement=0.9, max_score_change=0.01)
+LOOSE = Tolerance(max_error=1e30, min_cosine=-1, max_mean_drift_px=1e9, agreement_px=1e9, min_agreement=0,
+                  max_score_change=1e30)
 N, K, WX, WY = 2, 3, 16, 20
 
 
-def simcc(seed: int = 0) -> dict[str, np.ndarray]:
-    """Peaked SimCC logits, values in [1, 2] plus a clear maximum per row."""
+def simcc(seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Peaked SimCC logits: background in [1, 2], one peak of 10 per row (x bin 8, y bin 10), times `scale`."""
     rng = np.random.default_rng(seed)
-    out = {"simcc_x": 1 + rng.random((N, K, WX), dtype=np.float32),
-           "simcc_y": 1 + rng.random((N, K, WY), dtype=np.float32)}
+    out = {"simcc_x": 1 + rng.random((N, K, WX)), "simcc_y": 1 + rng.random((N, K, WY))}
     for name, bins in (("simcc_x", WX), ("simcc_y", WY)):
         out[name][..., bins // 2] = 10.0
-    return out
+    return {k: (v * scale).astype(np.float32) for k, v in out.items()}
 
 
 def altered(ref: dict[str, np.ndarray], name: str, index, value) -> dict[str, np.ndarray]:
@@ -29,61 +43,110 @@ def altered(ref: dict[str, np.ndarray], name: str, index, value) -> dict[str, np
     return out
 
 
+# --------------------------------------------------------------------------------------------- rules
+
+
 def test_identical_arrays_pass():
     ref = simcc()
-    metrics = compare(ref, simcc(), TOL, min_score=0.5)
+    metrics = compare(ref, simcc(), TOL, min_peak_margin=0.5)
     assert metrics["passed"] and metrics["breaches"] == []
+    assert metrics["rule"] == "output-scale"
     for result in metrics["outputs"].values():
-        assert result["needs_atol"] == result["needs_rtol"] == 0.0
+        assert result["needs_atol"] == result["needs_rtol"] == result["needs_max_error"] == 0.0
         assert result["cosine"] == pytest.approx(1.0)
-    expected = {"count": N * K, "mean_drift_px": 0.0, "max_drift_px": 0.0, "agreement": 1.0}
+        assert result["scale"] == pytest.approx(10.0)
+    expected = {"count": N * K, "mean_drift_px": 0.0, "max_drift_px": 0.0, "agreement": 1.0, "max_score_change": 0.0}
     assert metrics["keypoints"]["all"] == metrics["keypoints"]["confident"] == expected
+
+
+def test_reference_error_rule_scales_with_the_float32_references_own_error():
+    reference64 = {k: v.astype(np.float64) for k, v in simcc().items()}
+    reference32 = {k: v + 2e-6 * np.sign(np.sin(np.arange(v.size))).reshape(v.shape) for k, v in reference64.items()}
+    close = {k: v + 1.5e-5 for k, v in reference64.items()}  # 7.5x the reference's own error (float64: exact)
+    far = {k: v + 5e-5 for k, v in reference64.items()}  # 25x
+    passed = compare(reference64, close, TOL, 0.5, reference_float32=reference32)
+    assert passed["passed"], passed["breaches"]
+    assert passed["rule"] == "reference-error"
+    result = passed["outputs"]["simcc_x"]
+    assert result["reference_error"] == pytest.approx(2e-6, rel=1e-3)
+    assert result["atol"] == pytest.approx(10 * 2e-6 + 1e-7 * 10.0, rel=1e-3)
+    assert result["needs_error_factor"] == pytest.approx((1.5e-5 - 1e-6) / 2e-6, rel=1e-2)
+    failed = compare(reference64, far, TOL, 0.5, reference_float32=reference32)
+    assert not failed["passed"]
+    breach = failed["breaches"][0]
+    assert breach.startswith("simcc_x max|Δ| 5e-05 vs float64 > atol 2.1e-05 = error_factor 10 × the float32 "
+                             "reference's own 2e-06 + error_floor 1e-07 × scale 10")
+    assert "(needs error_factor ≥ 24.5)" in breach
+
+
+def test_reference_error_rule_needs_a_float32_reference_and_a_factor():
+    reference64, reference32 = simcc(), simcc()
+    assert compare(reference64, reference64, TOL, 0.5)["rule"] == "output-scale"  # no float32 run given
+    no_factor = Tolerance(**{**vars(TOL), "error_factor": None})
+    assert compare(reference64, reference64, no_factor, 0.5, reference_float32=reference32)["rule"] == "output-scale"
+
+
+def test_error_floor_applies_when_the_reference_is_exact():
+    ref = simcc()
+    actual = altered(ref, "simcc_x", (0, 0, 3), float(ref["simcc_x"][0, 0, 3]) + 5e-7)
+    metrics = compare(ref, actual, TOL, 0.5, reference_float32=ref)  # float32 reference equal to float64
+    assert metrics["outputs"]["simcc_x"]["reference_error"] == 0.0
+    assert metrics["outputs"]["simcc_x"]["atol"] == pytest.approx(1e-7 * 10.0)
+    assert metrics["passed"], metrics["breaches"]
+    assert metrics["outputs"]["simcc_x"]["needs_error_factor"] == 0.0  # within the floor
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_output_scale_limit_follows_the_logit_size(scale):
+    """The same relative error passes at any logit size: no fixed atol fitted to one small model."""
+    ref = simcc(scale=scale)
+    actual = {k: v * np.float32(1 + 5e-4) for k, v in ref.items()}  # 5e-4 of the scale at the peak
+    metrics = compare(ref, actual, TOL, 0.5)
+    assert metrics["passed"], metrics["breaches"]
+    assert metrics["outputs"]["simcc_x"]["needs_max_error"] == pytest.approx(5e-4, rel=1e-3)
+    assert metrics["outputs"]["simcc_x"]["atol"] == pytest.approx(1e-3 * 10 * scale, rel=1e-6)
+
+
+def test_element_over_the_limit_fails_and_says_what_it_needs():
+    ref = simcc()
+    actual = altered(ref, "simcc_x", (1, 1, 3), float(ref["simcc_x"][1, 1, 3]) + 0.05)
+    metrics = compare(ref, actual, TOL, 0.5)
+    assert not metrics["passed"]
+    (breach,) = metrics["breaches"]
+    assert breach == "simcc_x max|Δ| 0.05 > atol 0.01 = max_error 0.001 × scale 10 (needs max_error ≥ 0.005)"
+    assert metrics["outputs"]["simcc_x"]["elements_failing"] == 1
+    assert metrics["outputs"]["simcc_y"]["passed_elementwise"]
+    assert any(line.startswith("FAILED job simcc_x max|Δ| 0.05 > atol 0.01") for line in summary_lines("job", metrics))
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nan_or_inf_fails_whatever_the_tolerance(value):
     ref = simcc()
-    loose = Tolerance(atol=1e30, rtol=1e30, min_cosine=-1, max_mean_drift_px=1e9, agreement_px=1e9, min_agreement=0)
-    metrics = compare(ref, altered(ref, "simcc_y", (1, 2, 3), value), loose, min_score=0.5)
+    metrics = compare(ref, altered(ref, "simcc_y", (1, 2, 3), value), LOOSE, 0.5)
     assert not metrics["passed"]
-    assert metrics["breaches"] == ["simcc_y has NaN or Inf"]
+    assert metrics["breaches"][0] == "simcc_y has NaN or Inf"
     assert metrics["outputs"]["simcc_y"]["finite"] is False
-
-
-def test_element_over_atol_but_within_rtol_passes():
-    ref = simcc()
-    actual = altered(ref, "simcc_x", (0, 0, 8), 10.005)  # |Δ| 5e-3 > atol, |Δ|/10 = 5e-4 <= rtol
-    metrics = compare(ref, actual, TOL, min_score=0.5)
-    assert metrics["passed"], metrics["breaches"]
-    result = metrics["outputs"]["simcc_x"]
-    assert result["needs_atol"] == pytest.approx(5e-3, rel=1e-3)
-    assert result["needs_rtol"] == pytest.approx(5e-4, rel=1e-3)
-    assert result["elements_failing"] == 0
-
-
-def test_element_over_both_fails_and_says_what_it_needs():
-    ref = simcc()
-    actual = altered(ref, "simcc_x", (1, 1, 3), float(ref["simcc_x"][1, 1, 3]) + 0.05)
-    metrics = compare(ref, actual, TOL, min_score=0.5)
-    assert not metrics["passed"]
-    (breach,) = metrics["breaches"]
-    assert breach.startswith("simcc_x max|Δ| 0.05 > atol 0.0001")
-    assert "needs atol ≥ 0.05 or rtol ≥ 0.0" in breach
-    assert metrics["outputs"]["simcc_x"]["elements_failing"] == 1
-    assert metrics["outputs"]["simcc_y"]["passed_elementwise"]
-    assert any(line.startswith("FAILED") and "needs atol" in line for line in summary_lines("job", metrics))
+    assert metrics["keypoints"]["all"]["count"] == N * K  # still decoded and written
 
 
 def test_zeros_in_the_reference_use_eps():
     ref = np.zeros((2, 3), np.float32)
+    ref[1, 1] = 1.0  # scale 1
     actual = ref.copy()
     actual[0, 0] = 1e-6
     result = compare_output(ref, actual, TOL)
-    assert result["passed_elementwise"]  # |Δ| 1e-6 <= atol, whatever the relative error
+    assert result["passed_elementwise"]  # |Δ| 1e-6 <= 1e-3 x scale, whatever the relative error
     assert result["needs_rtol"] == pytest.approx(1e-6 / EPS)
     assert np.isfinite(result["needs_rtol"])
     exact = compare_output(ref, ref, TOL)
     assert exact["needs_rtol"] == 0.0 and exact["passed_elementwise"]  # 0/0 is not NaN
+
+
+def test_an_all_zero_reference_passes_only_an_exact_match():
+    zeros = np.zeros((2, 3), np.float32)
+    assert compare_output(zeros, zeros, TOL)["needs_max_error"] == 0.0
+    off = compare_output(zeros, zeros + 1e-9, TOL)
+    assert off["needs_max_error"] == float("inf") and not off["passed_elementwise"]
 
 
 def test_errors_are_computed_in_float64():
@@ -91,31 +154,79 @@ def test_errors_are_computed_in_float64():
     actual = ref[::-1].copy()  # in float16, the difference would overflow to inf
     result = compare_output(ref, actual, TOL)
     assert result["needs_atol"] == 131008.0
+    assert result["needs_max_error"] == 2.0
     assert result["finite"]
 
 
-def test_cosine_catches_a_sign_flip_within_rtol_of_nothing():
+def test_cosine_catches_a_sign_flip():
     ref = simcc()
-    actual = {k: -v for k, v in ref.items()}
-    metrics = compare(ref, actual, Tolerance(atol=100, rtol=0, min_cosine=0.99, max_mean_drift_px=1e9,
-                                            agreement_px=1e9, min_agreement=0), min_score=0.5)
-    assert any("cosine" in b and "min_cosine" in b for b in metrics["breaches"])
+    metrics = compare(ref, {k: -v for k, v in ref.items()}, Tolerance(**{**vars(LOOSE), "min_cosine": 0.99}), 0.5)
+    assert any(b.startswith("simcc_x cosine -") and "min_cosine 0.99" in b for b in metrics["breaches"])
 
 
 def test_missing_and_extra_outputs_are_breaches():
     ref = simcc()
-    missing = compare(ref, {"simcc_x": ref["simcc_x"]}, TOL, min_score=0.5)
+    missing = compare(ref, {"simcc_x": ref["simcc_x"]}, TOL, 0.5)
     assert not missing["passed"]
-    assert "outputs differ" in missing["breaches"][0] and "simcc_y" in missing["breaches"][0]
-    extra = compare(ref, {**ref, "heatmap": np.zeros(3)}, TOL, min_score=0.5)
+    assert missing["breaches"][0] == "outputs differ: reference ['simcc_x', 'simcc_y'], artifact ['simcc_x']"
+    assert "keypoints" not in missing  # nothing to decode without both outputs
+    extra = compare(ref, {**ref, "heatmap": np.zeros(3)}, TOL, 0.5)
     assert not extra["passed"] and "heatmap" in extra["breaches"][0]
 
 
 def test_shape_mismatch_is_a_breach_with_both_shapes():
     ref = simcc()
-    metrics = compare(ref, {**ref, "simcc_y": ref["simcc_y"][:, :, :-1]}, TOL, min_score=0.5)
+    metrics = compare(ref, {**ref, "simcc_y": ref["simcc_y"][:, :, :-1]}, TOL, 0.5)
     assert not metrics["passed"]
     assert metrics["breaches"] == [f"simcc_y shape [{N}, {K}, {WY - 1}] != reference [{N}, {K}, {WY}]"]
+
+
+# --------------------------------------------------------------------------------------------- peak margin
+
+
+def gaussian_row(bins: int, center: float, sigma: float, height: float = 1.0) -> np.ndarray:
+    return height * np.exp(-0.5 * ((np.arange(bins) - center) / sigma) ** 2)
+
+
+def test_one_peak_has_a_margin_of_at_least_one_half():
+    row = gaussian_row(384, 100, 6) + 0.05 * np.random.default_rng(0).random(384)
+    assert 0.5 <= peak_margin(row[None])[0] < 0.7  # the lobe's own shoulders lie just below half height
+    spike = np.zeros(384)
+    spike[7] = 1.0
+    assert peak_margin(spike[None])[0] == 1.0  # nothing outside the lobe rises above the median
+
+
+def test_a_second_location_lowers_the_margin_and_a_tie_zeroes_it():
+    second = gaussian_row(384, 100, 6) + gaussian_row(384, 300, 6, height=0.8)
+    assert peak_margin(second[None])[0] == pytest.approx(0.2, abs=0.01)
+    tie = gaussian_row(384, 100, 6) + gaussian_row(384, 300, 6)
+    assert peak_margin(tie[None])[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_peak_margin_is_unchanged_by_the_logit_scale_and_offset():
+    rng = np.random.default_rng(1)
+    rows = np.stack([gaussian_row(256, 40 + 10 * i, 5) + 0.3 * rng.random(256) for i in range(6)])
+    assert np.allclose(peak_margin(rows * 400.0 - 123.0), peak_margin(rows), atol=1e-12)
+
+
+def test_large_logits_with_a_near_tie_are_not_confident():
+    """Logits of several hundred score every keypoint 'high'; the margin still sees the tie."""
+    row = 500.0 + 20.0 * np.random.default_rng(2).standard_normal(384)
+    row[50], row[300] = 600.0, 599.9
+    assert peak_margin(row[None])[0] < 0.01
+    flat = np.full((1, 384), 7.0)
+    assert peak_margin(flat)[0] == 0.0
+
+
+def test_confidence_needs_both_axes():
+    ref = simcc()
+    ref["simcc_y"][0, 1] = 1.0  # keypoint 1 of image 0: flat y row
+    confident = confident_keypoints(ref, 0.5)
+    assert confident.shape == (N, K)
+    assert not confident[0, 1] and confident.sum() == N * K - 1
+
+
+# --------------------------------------------------------------------------------------------- keypoints
 
 
 def test_keypoint_drift_at_known_bins():
@@ -124,32 +235,86 @@ def test_keypoint_drift_at_known_bins():
     actual["simcc_x"][0, 0, 14] = 10.0  # keypoint 0 of image 0 moves 6 bins = 3 px in x
     actual["simcc_y"][1, 2] = 1.0
     actual["simcc_y"][1, 2, 18] = 10.0  # keypoint 2 of image 1 moves 8 bins = 4 px in y
-    drift = keypoint_metrics(ref, actual, TOL, min_score=0.0)["all"]
+    drift = keypoint_metrics(ref, actual, TOL, min_peak_margin=0.0)["all"]
     assert drift["max_drift_px"] == 4.0
     assert drift["mean_drift_px"] == pytest.approx((3.0 + 4.0) / (N * K))
     assert drift["agreement"] == pytest.approx(4 / 6)
 
-    strict = Tolerance(atol=100, rtol=0, min_cosine=0, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
-    metrics = compare(ref, actual, strict, min_score=0.5)
+    strict = Tolerance(**{**vars(LOOSE), "max_mean_drift_px": 0.5, "agreement_px": 0.5, "min_agreement": 0.9})
+    metrics = compare(ref, actual, strict, 0.5)
     assert metrics["keypoints"]["confident"]["max_drift_px"] == 4.0
-    assert any("mean drift" in b for b in metrics["breaches"])
-    assert any("min_agreement" in b for b in metrics["breaches"])
+    assert ("keypoints mean drift 1.17px over 6 confident > max_mean_drift_px 0.5 (needs ≥ 1.17)"
+            in metrics["breaches"])
+    assert ("keypoints within 0.5px 0.6667 of 6 confident < min_agreement 0.9 (needs ≤ 0.6667)"
+            in metrics["breaches"])
+
+
+def test_score_change_is_relative_to_the_scale():
+    ref = simcc(scale=100.0)
+    actual = altered(ref, "simcc_x", (0, 0, 8), 1000.0 - 30.0)  # the peak drops 30 of scale 1000
+    metrics = compare(ref, actual, Tolerance(**{**vars(LOOSE), "max_score_change": 0.01}), 0.5)
+    assert metrics["keypoints"]["confident"]["max_score_change"] == pytest.approx(0.03)
+    assert metrics["breaches"] == ["keypoints score change 0.03 × scale > 0.01 (max_score_change; needs ≥ 0.03)"]
+
+
+def test_score_change_limit_grows_with_the_references_own_rounding():
+    """Under the reference-error rule a score may move by error_factor x the float32 reference's own score
+    change (a deep model with logits of hundreds), never by less than max_score_change."""
+    ref64 = {k: v.astype(np.float64) for k, v in simcc(scale=100.0).items()}
+    ref32 = altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 0.2)  # float32's own: 0.2 of scale 1000
+    tol = Tolerance(**{**vars(LOOSE), "error_factor": 10.0, "max_score_change": 5e-4})
+    within = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 1.5), tol, 0.5, reference_float32=ref32)
+    assert within["passed"], within["breaches"]
+    assert within["keypoints"]["score_change_limit"] == pytest.approx(10 * 2e-4, rel=1e-3)
+    assert within["keypoints"]["score_change_rule"] == "error_factor 10 × the float32 reference's own 0.0002"
+    beyond = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 3.0), tol, 0.5, reference_float32=ref32)
+    assert beyond["breaches"][1:] == ["keypoints score change 0.003 × scale > 0.002 (error_factor 10 × the float32 "
+                                  "reference's own 0.0002; needs ≥ 0.003)"]
+    exact32 = compare(ref64, altered(ref64, "simcc_x", (0, 0, 8), 1000.0 - 1.5), tol, 0.5, reference_float32=ref64)
+    assert exact32["keypoints"]["score_change_rule"] == "max_score_change"
+    assert exact32["breaches"][1:] == ["keypoints score change 0.0015 × scale > 0.0005 (max_score_change; needs ≥ 0.0015)"]
 
 
 def test_drift_is_gated_only_where_the_reference_is_confident():
     ref = simcc()
-    ref["simcc_x"][1] *= 0.01  # image 1: every keypoint scores about 0.01, the flat rows of an unsure model
+    ref["simcc_x"][1] = 1 + np.random.default_rng(5).random((K, WX))  # image 1: noisy rows, no clear peak
     actual = {k: v.copy() for k, v in ref.items()}
-    actual["simcc_x"][1, :, 3] = 0.2  # its argmax jumps 5 bins: says nothing about the conversion
-    strict = Tolerance(atol=100, rtol=0, min_cosine=0, max_mean_drift_px=0.5, agreement_px=0.5, min_agreement=0.9)
-    metrics = compare(ref, actual, strict, min_score=0.5)
+    actual["simcc_x"][1, :, 3] = 2.5  # its argmax jumps: says nothing about the conversion
+    strict = Tolerance(**{**vars(LOOSE), "max_mean_drift_px": 0.5, "agreement_px": 0.5, "min_agreement": 0.9})
+    metrics = compare(ref, actual, strict, 0.5)
     assert metrics["passed"], metrics["breaches"]
-    assert metrics["keypoints"]["confident"] == {"count": K, "mean_drift_px": 0.0, "max_drift_px": 0.0,
-                                                 "agreement": 1.0}
-    assert metrics["keypoints"]["all"]["max_drift_px"] == 2.5  # reported, not gated
-    nothing_confident = compare(ref, actual, strict, min_score=100.0)
+    assert metrics["keypoints"]["confident"]["count"] == K and metrics["keypoints"]["confident"]["max_drift_px"] == 0
+    assert metrics["keypoints"]["all"]["max_drift_px"] > 0  # reported, not gated
+    nothing_confident = compare(ref, actual, strict, min_peak_margin=1.01)
     assert nothing_confident["passed"] and nothing_confident["keypoints"]["confident"]["count"] == 0
     assert any("drift not gated" in line for line in summary_lines("job", nothing_confident))
+
+
+def test_only_the_image_inputs_are_gated():
+    """Input 1 stands for a random tensor: its keypoints are decoded and reported, not gated."""
+    ref = simcc()
+    actual = altered(ref, "simcc_x", (1, 0), 1.0)
+    actual["simcc_x"][1, 0, 2] = 10.0  # a far jump on the non-image input
+    strict = Tolerance(**{**vars(LOOSE), "max_mean_drift_px": 0.5, "agreement_px": 0.5, "min_agreement": 0.9})
+    metrics = compare(ref, actual, strict, 0.5, images=1)
+    assert metrics["passed"], metrics["breaches"]
+    assert metrics["keypoints"]["images"] == 1 and metrics["keypoints"]["confident"]["count"] == K
+    assert metrics["keypoints"]["all"]["max_drift_px"] == 3.0
+    assert not compare(ref, actual, strict, 0.5)["passed"]  # every input gated when `images` is not given
+
+
+def test_every_metric_is_computed_whatever_fails_first():
+    ref = simcc()
+    actual = altered(ref, "simcc_x", (0, 0), 1.0)
+    actual["simcc_x"][0, 0, 2] = 10.0  # a far jump: elementwise, cosine and keypoints all fail
+    metrics = compare(ref, actual, TOL, 0.5)
+    kinds = [b.split()[1] if b.startswith("simcc") else b.split()[0] for b in metrics["breaches"]]
+    assert kinds[:2] == ["max|Δ|", "cosine"] and "keypoints" in kinds
+    assert metrics["keypoints"]["confident"]["max_drift_px"] == 3.0
+    assert set(metrics["outputs"]) == {"simcc_x", "simcc_y"}
+
+
+# --------------------------------------------------------------------------------------------- precision
 
 
 @pytest.mark.parametrize("precision, executed, flagged", [
@@ -157,11 +322,74 @@ def test_drift_is_gated_only_where_the_reference_is_confident():
     ("fp32", {"fp32": 80, "bf16": 0}, []),
     ("fp32", {"fp32": 4, "bf16": 84}, ["bf16"]),
     ("fp32", {"fp16": 2, "bf16": 84, "fp32": 1}, ["fp16", "bf16"]),
+    ("fp16", {"fp16": 60, "fp32": 3}, []),
+    ("fp16", {"fp32": 63}, ["nothing"]),
+    ("int8", {"int8": 40, "fp32": 20}, []),
 ])
-def test_check_execution_precision_flags_lower_precisions(precision, executed, flagged):
+def test_check_execution_precision_flags_lower_and_missing_precisions(precision, executed, flagged):
     breaches = check_execution_precision(precision, executed)
     assert len(breaches) == len(flagged)
     for lower in flagged:
-        assert any(f"in {lower}, below the target precision {precision}" in b for b in breaches)
+        if lower == "nothing":
+            assert breaches == [f"executes nothing in {precision} (measured: {executed}); the conversion did not apply"]
+        else:
+            assert any(f"in {lower}, below the target precision {precision}" in b for b in breaches)
     if "bf16" in flagged:
         assert any("84 operations in bf16" in b for b in breaches)
+
+
+# --------------------------------------------------------------------------------------------- golden set
+
+
+def golden(float64: bool = True) -> Golden:
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (2, 4, 3, 3), dtype=np.uint8)
+    randoms = rng.standard_normal((1, 3, 4, 3)).astype(np.float32)
+    outputs = simcc()
+    return Golden(np.concatenate([normalize(crops), randoms]), crops, PreprocessSpec(),
+                  outputs, {k: v.astype(np.float64) for k, v in outputs.items()} if float64 else None, 1)
+
+
+def test_golden_set_round_trips_through_its_arrays():
+    original = golden()
+    back = Golden.from_arrays(original.arrays())
+    assert back.normalization == PreprocessSpec() and back.photo_count == 1
+    assert np.array_equal(back.inputs, original.inputs) and np.array_equal(back.crops, original.crops)
+    assert back.reference["simcc_x"].dtype == np.float64  # compared with the float64 run
+    without = Golden.from_arrays(golden(float64=False).arrays())
+    assert without.float64 is None and without.reference["simcc_x"].dtype == np.float32
+
+
+def test_an_old_reference_file_says_to_rerun_the_stage():
+    arrays = {k: v for k, v in golden().arrays().items() if k != "crops"}
+    with pytest.raises(ConfigError, match="reference.npz has no crops: .* rerun the reference stage"):
+        Golden.from_arrays(arrays)
+
+
+def test_inputs_for_another_normalization_recompute_only_the_images():
+    g = golden()
+    assert g.inputs_for(PreprocessSpec()) is g.inputs
+    bgr = g.inputs_for(PreprocessSpec(bgr_to_rgb=False))
+    assert np.array_equal(bgr[2:], g.inputs[2:])  # the random tensor is not an image
+    expected = (g.crops[..., ::-1].astype(np.float32) - np.float32(MEAN_RGB)) / np.float32(STD_RGB)
+    assert np.allclose(bgr[:2], expected.transpose(0, 3, 1, 2))
+
+
+def test_sdk_pipeline_json_records_the_normalization():
+    written = pipeline_json(preset_spec("rtmpose-t_coco17_256x192"), "input", {})
+    assert sdk_normalization(written) == PreprocessSpec(MEAN_RGB, STD_RGB, True)
+    normalize = written["pipeline"]["tasks"][0]["transforms"][3]
+    normalize["to_rgb"] = False
+    assert sdk_normalization(written) == PreprocessSpec(MEAN_RGB, STD_RGB, False)
+    assert sdk_normalization({"pipeline": {"tasks": []}}) is None
+
+
+def test_onnx_metadata_records_the_normalization():
+    meta = {"mean": json.dumps(list(MEAN_RGB)), "std": json.dumps(list(STD_RGB)), "channel_order": "RGB"}
+    assert onnx_metadata_normalization(meta) == PreprocessSpec()
+    assert onnx_metadata_normalization({**meta, "channel_order": "BGR"}) == PreprocessSpec(bgr_to_rgb=False)
+    older = {"mean_rgb": json.dumps(list(MEAN_RGB)), "std_rgb": json.dumps(list(STD_RGB))}  # before model_spec
+    assert onnx_metadata_normalization(older) == PreprocessSpec()
+    assert onnx_metadata_normalization({}) is None
+    with pytest.raises(ConfigError, match="ONNX metadata mean_rgb/std_rgb are unreadable"):  # older keys
+        onnx_metadata_normalization({"mean_rgb": "[1, 2", "std_rgb": "[1, 2, 3]"})

@@ -1,6 +1,6 @@
 """Backend name -> module, in one plain dict; a module is imported only when its backend is chosen.
 
-Every backend module has the same shape (STYLE.md): a docstring, `PRECISIONS`,
+Every backend module has the same shape (STYLE.md): a docstring, `PRECISIONS` (read from `BACKENDS`),
 `build(onnx_path, target, cfg, out_dir) -> Path`, a `Runner(artifact_dir, target, cfg, runtime=None,
 mode="latency")` that maps `{name: ndarray}` to `{name: ndarray}` with the artifact's recorded runtime
 settings (pipeline/runtime.py), `RUNTIME_KEYS` and `default_runtime(cfg, mode)`. `import pipeline`
@@ -16,12 +16,20 @@ from types import ModuleType
 
 from pipeline.errors import ConfigError, RuntimeMissingError
 
-# backend -> (module, precisions it builds, Python package that provides its runtime, pip extra)
-BACKENDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "onnxruntime": ("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime"),
-    "openvino": ("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
-    "ncnn": ("pipeline.backends.ncnn", ("fp32", "fp16"), "ncnn", "ncnn"),
-    "tensorrt": ("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt"),
+
+@dataclass(frozen=True)
+class Backend:
+    module: str  # the module that builds and runs its artifacts
+    precisions: tuple[str, ...]  # the precisions it builds: declared here only, the module reads them
+    package: str  # the Python package that provides its runtime
+    extra: str  # the pip extra that installs it
+
+
+BACKENDS: dict[str, Backend] = {
+    "onnxruntime": Backend("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime"),
+    "openvino": Backend("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
+    "ncnn": Backend("pipeline.backends.ncnn", ("fp32", "fp16"), "ncnn", "ncnn"),
+    "tensorrt": Backend("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt"),
 }
 
 
@@ -37,8 +45,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     f"{backend}-{precision}": Target(backend, precision)
-    for backend, (_, precisions, _, _) in BACKENDS.items()
-    for precision in precisions
+    for backend, spec in BACKENDS.items()
+    for precision in spec.precisions
 }
 
 
@@ -82,7 +90,7 @@ def get(backend: str) -> ModuleType:
     """Import the backend's module; a missing runtime package names the extra to install."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    module, _, package, extra = BACKENDS[backend]
+    module, package, extra = BACKENDS[backend].module, BACKENDS[backend].package, BACKENDS[backend].extra
     try:
         importlib.import_module(package)
     except ImportError:

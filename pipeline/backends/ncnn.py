@@ -42,13 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.io import write_json
 from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = BACKENDS["ncnn"].precisions
 TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
 PARAM_FILE = "model.ncnn.param"
 BIN_FILE = "model.ncnn.bin"

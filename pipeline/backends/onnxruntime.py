@@ -16,7 +16,7 @@ plain `InferenceSession(path)`):
 - `static_batch`: fixes the input's symbolic batch dimension at session creation
   (`add_free_dimension_override_by_name`), so shapes are static for the graph optimizer and kernels,
   without rewriting the file that consumers with batches still read; inputs of another batch are run
-  `static_batch` images per call;
+  in chunks of `static_batch` images, a short last chunk padded (pipeline/onnx_io.py `run_in_chunks`);
 - `sessions`: throughput mode only: this many sessions, each fed its share of the images from its
   own thread (onnxruntime releases the GIL while it runs).
 """
@@ -31,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
+from pipeline.onnx_io import run_in_chunks
 from pipeline.quantize import activations_to_uint8, float_nodes
-from pipeline.runtime import check_keys, check_mode, per_image, recorded_runtime
+from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = BACKENDS["onnxruntime"].precisions
 MODEL_FILE = "model.onnx"
 RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "allow_spinning",
                 "static_batch", "sessions")
@@ -136,24 +137,17 @@ class Runner:
         if self.session.get_providers()[0] != "CPUExecutionProvider":
             raise RuntimeMissingError(f"onnxruntime chose {self.session.get_providers()[0]}, not the CPU provider")
         self.inputs = {i.name: (i.type, i.shape) for i in self.session.get_inputs()}
+        # A fixed batch, in the file or by the `static_batch` override; None when the session takes any batch.
+        batch = next(iter(self.inputs.values()))[1][0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         for name, (dtype, _) in self.inputs.items():
             if dtype != "tensor(float)":
                 raise ConfigError(f"{target.name}: input {name!r} is {dtype}, not float32")
-        # A fixed batch, in the file or by override; None when the session takes any batch.
-        static = [shape[0] for _, shape in self.inputs.values() if isinstance(shape[0], int) and shape[0] > 0]
-        self.batch = static[0] if static else None
         self.runtime = dict(runtime)
         self.settings = {"provider": "CPUExecutionProvider", "mode": mode, "runtime": dict(runtime),
-                         "intra_op_num_threads": options.intra_op_num_threads, "static_batch": self.batch,
+                         "intra_op_num_threads": options.intra_op_num_threads, "static_batch": self.fixed_batch,
                          "execution_precision": graph_precisions(path)}
-
-    def _run(self, session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        def call(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            outputs = session.run(self.output_names, part)
-            return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
-
-        return per_image(call, feeds, self.batch) if self.batch else call(dict(feeds))
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: [-1, *shape[1:]] for name, (_, shape) in self.inputs.items()})
@@ -166,3 +160,11 @@ class Runner:
                   for s, lo, hi in zip(self.sessions, bounds[:-1], bounds[1:]) if hi > lo]
         parts = list(self.pool.map(lambda share: self._run(*share), shares))
         return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
+
+    def _run(self, session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One session on `feeds`, in chunks of its fixed batch where it has one (pipeline/onnx_io.py)."""
+        def call(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = session.run(self.output_names, part)
+            return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+
+        return run_in_chunks(call, dict(feeds), self.fixed_batch)

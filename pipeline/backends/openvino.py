@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
-from pipeline.runtime import check_keys, check_mode, per_image, recorded_runtime
+from pipeline.onnx_io import run_in_chunks
+from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = BACKENDS["openvino"].precisions
 MODEL_FILE = "model.xml"
 RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
                 "inference_precision_hint", "requests")
@@ -56,23 +57,25 @@ def _require_bf16(device: str) -> None:
                                   f"offers {', '.join(capabilities)}; use openvino-fp16 or openvino-int8")
 
 
-def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_score: float):
-    """NNCF validation for accuracy control: (items, validation_fn). An item is one calibration crop and
-    the float model's keypoints and confidence on it; the metric is the crop's diagonal minus the mean
-    drift (px) of the confident keypoints (score >= min_score, as `verify` gates), so the float model
-    scores the diagonal and NNCF's absolute `max_drop` is a drift budget in pixels. (A metric of 0 for
-    the float model would not do: NNCF 3.4 divides by it for the relative drop, even when unused.)
+def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_peak_margin: float, split_ratio: float):
+    """NNCF validation for accuracy control: (items, validation_fn). An item is one calibration crop, the
+    float model's decoded keypoints on it and which of them are confident (both SimCC rows with a peak
+    margin of at least `min_peak_margin`, as `verify` gates: pipeline/verify.py); the metric is the crop's
+    diagonal minus the mean drift (px, SimCC bins over `split_ratio`) of the confident keypoints, so the
+    float model scores the diagonal and NNCF's absolute `max_drop` is a drift budget in pixels. (A metric
+    of 0 for the float model would not do: NNCF 3.4 divides by it for the relative drop, even when unused.)
     Per-sample values rank NNCF's sensitive layers."""
     import openvino as ov
 
     from pipeline.decode import simcc_argmax
+    from pipeline.verify import confident_keypoints
 
     compiled = ov.Core().compile_model(float_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     items = []
     for i in range(len(calibration)):
-        outputs = compiled(calibration[i:i + 1])
-        keypoints, scores = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"])
-        items.append((calibration[i:i + 1], keypoints[0], scores[0] >= min_score))
+        outputs = {port.any_name: value for port, value in compiled(calibration[i:i + 1]).items()}
+        keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"], split_ratio)
+        items.append((calibration[i:i + 1], keypoints[0], confident_keypoints(outputs, min_peak_margin)[0]))
 
     diagonal = float(np.hypot(*calibration.shape[2:]))
 
@@ -80,7 +83,7 @@ def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_score: floa
         per_sample = []
         for image, reference, confident in data:
             outputs = model(image)
-            keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"])
+            keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"], split_ratio)
             drift = np.linalg.norm(keypoints[0] - reference, axis=-1)[confident]
             per_sample.append(diagonal - (float(drift.mean()) if drift.size else 0.0))
         return float(np.mean(per_sample)), per_sample
@@ -88,7 +91,7 @@ def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_score: floa
     return items, validation_fn
 
 
-def _quantize_int8(model, calibration: np.ndarray, cfg):
+def _quantize_int8(model, calibration: np.ndarray, cfg, split_ratio: float):
     """NNCF post-training quantization; with `quantize.openvino_max_drift_px` set, NNCF's accuracy
     control then returns the layers that move keypoints most to float until the drift is within budget."""
     import nncf
@@ -104,11 +107,22 @@ def _quantize_int8(model, calibration: np.ndarray, cfg):
                              ignored_scope=ignored or nncf.IgnoredScope(), preset=nncf.QuantizationPreset.PERFORMANCE)
     if budget <= 0:
         raise ConfigError(f"quantize.openvino_max_drift_px={budget}; set a drift budget in pixels > 0, or null")
-    items, validation_fn = _keypoint_drift_metric(model, calibration, cfg.verify.min_score)
+    items, validation_fn = _keypoint_drift_metric(model, calibration, cfg.verify.min_peak_margin, split_ratio)
     return nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget, drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
         preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
+def _split_ratio(onnx_path: Path) -> float:
+    """The SimCC split ratio the export recorded in the ONNX metadata (pipeline/export.py)."""
+    import onnx
+
+    from pipeline.decode import SIMCC_SPLIT_RATIO
+    from pipeline.onnx_io import get_metadata
+
+    metadata = get_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    return float(metadata.get("simcc_split_ratio", SIMCC_SPLIT_RATIO))
 
 
 def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
@@ -120,7 +134,7 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         _require_bf16(cfg.backends.openvino.device)
     model = ov.convert_model(str(onnx_path))
     if target.precision == "int8":
-        model = _quantize_int8(model, calibration, cfg)
+        model = _quantize_int8(model, calibration, cfg, _split_ratio(onnx_path))
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=target.precision == "fp16")
     return out_dir / MODEL_FILE
 
@@ -204,8 +218,8 @@ class Runner:
         self.inputs = {port.any_name: [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
                        for port in self.compiled.inputs}
         self.output_names = [port.any_name for port in self.compiled.outputs]
-        batches = {shape[0] for shape in self.inputs.values()}
-        self.batch = batches.pop() if len(batches) == 1 and -1 not in batches else None
+        batch = next(iter(self.inputs.values()))[0]
+        self.fixed_batch = batch if batch > 0 else None  # in the file or by the `static_batch` reshape
         executed = self.execution_precisions()
         if target.precision == "fp16" and "fp16" not in executed:
             # f32 compute on f16 weights (CPU without f16 arithmetic): report the f16 weights.
@@ -220,7 +234,7 @@ class Runner:
             "inference_num_threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
             "num_streams": int(self.compiled.get_property("NUM_STREAMS")),
             "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")).split(".")[-1],
-            "static_batch": self.batch,
+            "static_batch": self.fixed_batch,
             "execution_precision": executed,
         }
 
@@ -240,12 +254,11 @@ class Runner:
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: [-1, *shape[1:]] for name, shape in self.inputs.items()})
         total = len(next(iter(feeds.values())))
-        if self.queue is None or total == 1:
-            return per_image(self._infer, feeds, self.batch) if self.batch else self._infer(dict(feeds))
+        if self.queue is None or total == 1 or (self.fixed_batch and total % self.fixed_batch):
+            # One request, in chunks of a fixed batch (a short last one padded: pipeline/onnx_io.py).
+            return run_in_chunks(self._infer, dict(feeds), self.fixed_batch)
         # Throughput: one request per `batch` images (static) or per share of the queue (dynamic), in flight together.
-        step = self.batch or -(-total // len(self.queue))
-        if total % step and self.batch:
-            return per_image(self._infer, feeds, self.batch)  # raises, naming both sizes
+        step = self.fixed_batch or -(-total // len(self.queue))
         parts: list[dict[str, np.ndarray]] = [{} for _ in range(0, total, step)]
 
         def done(request, index: int) -> None:

@@ -8,7 +8,9 @@ an FP16 graph (pipeline/fp16.py, the overflow-prone ops kept in float32) for fp1
 graph (pipeline/quantize.py) for int8. Optimization profile: min/opt/max batch from
 `backends.tensorrt`. Written against the TensorRT 10 Python API (`tensorrt.Builder`,
 `NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `OnnxParser`, `build_serialized_network`,
-`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator.
+`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator. Engines are
+built with `ProfilingVerbosity.DETAILED`, so that the engine inspector reports each layer's output
+type, from which the runner counts the precision the engine executes (`layer_precisions`).
 
 TensorRT installs only from NVIDIA's package index, which the development machines here cannot
 reach, so this module has not been run here: the plan leaves TensorRT jobs out on hosts without
@@ -24,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.backends import Target
+from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
-from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.errors import ConfigError, InputError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
 from pipeline.hardware import gpu_fingerprint
-from pipeline.onnx_io import INPUT_NAME
+from pipeline.onnx_io import INPUT_NAME, run_in_chunks
 from pipeline.quantize import float_nodes
 
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = BACKENDS["tensorrt"].precisions
 ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
 
 
@@ -46,9 +48,11 @@ def _graph_for(onnx_path: Path, target: Target, cfg) -> bytes:
     return model.SerializeToString()
 
 
-def _input_hw(model_bytes: bytes) -> tuple[int, int]:
+def _input_shape(model_bytes: bytes) -> tuple[int | None, int, int]:
+    """(fixed batch or None, H, W) of the graph's image input."""
     dims = onnx.ModelProto.FromString(model_bytes).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[2].dim_value), int(dims[3].dim_value)
+    batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return batch, int(dims[2].dim_value), int(dims[3].dim_value)
 
 
 def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
@@ -69,10 +73,16 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         raise ConfigError(f"{target.name}: TensorRT could not parse the ONNX: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-    h, w = _input_hw(graph)
+    # The engine inspector reports each layer's tensor formats and types only for engines built with
+    # DETAILED verbosity (the default, LAYER_NAMES_ONLY, gives bare names): verify reads the executed
+    # precision from them. TensorRT Python API, EngineInspector:
+    # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/EngineInspector.html
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    fixed, h, w = _input_shape(graph)
+    # A fixed-batch graph admits only its own batch; the runner feeds it in chunks of that size.
+    low, opt, high = (fixed, fixed, fixed) if fixed else (options.min_batch, options.opt_batch, options.max_batch)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (options.min_batch, 3, h, w), (options.opt_batch, 3, h, w),
-                      (options.max_batch, 3, h, w))
+    profile.set_shape(INPUT_NAME, (low, 3, h, w), (opt, 3, h, w), (high, 3, h, w))
     config.add_optimization_profile(profile)
     previous = Path(options.timing_cache) if options.timing_cache else None
     cache = config.create_timing_cache(previous.read_bytes() if previous and previous.is_file() else b"")
@@ -83,10 +93,44 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     (out_dir / ENGINE_FILE).write_bytes(bytes(engine))
     (out_dir / CACHE_FILE).write_bytes(bytes(config.get_timing_cache().serialize()))
     info = {"fingerprint": gpu_fingerprint(), "tensorrt": trt.__version__, "strongly_typed": True,
-            "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+            "profile": {"min": low, "opt": opt, "max": high},
             "precision": target.precision}
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir / ENGINE_FILE
+
+
+def _precision_of(datatype: str) -> str | None:
+    """Our precision name for an inspector type string: "Half", "Row major linear FP16 format", "Int8", ..."""
+    text = datatype.lower()
+    if "int8" in text:
+        return "int8"
+    if "bf16" in text or "bfloat16" in text:
+        return "bf16"
+    if "half" in text or "fp16" in text:
+        return "fp16"
+    if "float" in text or "fp32" in text:
+        return "fp32"
+    return None
+
+
+def layer_precisions(engine_information: str) -> dict[str, int]:
+    """Layers by the type of their outputs, from the engine inspector's JSON (LayerInformationFormat.JSON).
+
+    A layer of a DETAILED engine is an object whose `Outputs` carry `Format/Datatype` (TensorRT 10) or
+    `DataType` (TensorRT 11, which split that field). An engine built without DETAILED verbosity lists
+    bare layer names, from which nothing can be measured: that raises InputError.
+    """
+    layers = json.loads(engine_information).get("Layers", [])
+    if any(not isinstance(layer, dict) for layer in layers):
+        raise InputError("the TensorRT engine lists layer names only (built without ProfilingVerbosity.DETAILED), "
+                         "so the precision it executes cannot be read; rebuild it with this pipeline's build stage")
+    counts: dict[str, int] = {}
+    for layer in layers:
+        for output in layer.get("Outputs", []):
+            name = _precision_of(str(output.get("DataType") or output.get("Format/Datatype") or ""))
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 RUNTIME_KEYS: tuple[str, ...] = ()  # the engine fixes its own tactics; no runtime settings to tune
@@ -118,23 +162,21 @@ class Runner:
                          "execution_precision": self._layer_precisions()}
 
     def _layer_precisions(self) -> dict[str, int]:
-        """Layer output types from the engine inspector (strongly typed: what the graph asked for)."""
         import tensorrt as trt
 
         inspector = self.engine.create_engine_inspector()
-        layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
-        counts: dict[str, int] = {}
-        for layer in layers:
-            for output in layer.get("Outputs", []) if isinstance(layer, dict) else []:
-                fmt = str(output.get("Format/Datatype", "")).lower()
-                name = "int8" if "int8" in fmt else "fp16" if ("half" in fmt or "fp16" in fmt) else "fp32" if "float" in fmt else None
-                if name:
-                    counts[name] = counts.get(name, 0) + 1
-        return counts
+        return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
         check_feeds(feeds, self.inputs)
+        profile = self.settings["profile"]
+        total = len(feeds[INPUT_NAME])
+        # The engine takes batches within its optimization profile: larger ones go in chunks of its maximum.
+        chunk = profile["max"] if profile["min"] == profile["max"] or total > profile["max"] else None
+        return run_in_chunks(self._run, dict(feeds), chunk)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
         batch = torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])).cuda()
         self.context.set_input_shape(INPUT_NAME, tuple(batch.shape))
         self.context.set_tensor_address(INPUT_NAME, batch.data_ptr())

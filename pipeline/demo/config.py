@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
 from pipeline.errors import ConfigError
-from pipeline.variants import parse_variant
+from pipeline.presets import preset_spec
 
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 # Fields that only say where files go or how progress is shown; they never change the weights.
@@ -47,7 +47,7 @@ class TrainDemoConfig:
 
     def __post_init__(self) -> None:
         try:
-            parse_variant(self.variant)
+            preset_spec(self.variant)
         except ConfigError as exc:
             raise ConfigError(f"variant={self.variant!r}: {exc}") from None
         if self.batch_size < 2:
@@ -73,6 +73,15 @@ class TrainDemoConfig:
     def training_params(self) -> dict[str, Any]:
         """The fields that determine the trained weights (recorded in the checkpoint's meta)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _PRESENTATION}
+
+
+def default_train_demo_config() -> TrainDemoConfig:
+    """`conf/train_demo.yaml` as written, without overrides; read without Hydra, so a running Hydra app
+    (`python -m pipeline`) can call it."""
+    import yaml
+
+    raw = yaml.safe_load((CONF_DIR / "train_demo.yaml").read_text(encoding="utf-8")) or {}
+    return to_schema(TrainDemoConfig, raw, "conf/train_demo.yaml")
 
 
 def load_train_demo_config(overrides: Sequence[str] = ()) -> TrainDemoConfig:

@@ -28,7 +28,11 @@ from pipeline.checkpoint import save_mmpose_checkpoint
 from pipeline.demo.config import TrainDemoConfig
 from pipeline.demo.figures import Sample, render_batch
 from pipeline.io import atomic_path, write_json
-from pipeline.variants import MEAN_RGB, SIMCC_SPLIT_RATIO, STD_RGB, parse_variant
+from pipeline.decode import SIMCC_SPLIT_RATIO
+from pipeline.presets import preset_spec
+from pipeline.spec import PreprocessSpec
+
+MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std  # mmpose's, as every preset
 
 
 def to_tensor(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -215,14 +219,14 @@ def deterministic(threads: int) -> Iterator[None]:
 
 def train(cfg: TrainDemoConfig) -> TrainResult:
     """Train `cfg.variant` from a seeded initialisation and evaluate it on held-out images."""
-    variant = parse_variant(cfg.variant)
+    spec = preset_spec(cfg.variant)
     with deterministic(cfg.threads):
         torch.manual_seed(cfg.seed)
-        model = variant.build_model()
+        model = spec.build_model()
         start = time.perf_counter()
-        losses = fit(model, cfg, variant.input_hw)
+        losses = fit(model, cfg, spec.input_hw)
         wall = time.perf_counter() - start
-        metrics = evaluate(model, cfg, variant.input_hw)
+        metrics = evaluate(model, cfg, spec.input_hw)
     return TrainResult(model, losses, metrics, wall, cfg.steps * cfg.batch_size / wall)
 
 
@@ -237,7 +241,8 @@ def save_demo_checkpoint(path: str | Path, result: TrainResult, cfg: TrainDemoCo
         "final_loss": round(result.losses[-1], 6),
     }
     with atomic_path(path) as tmp:
-        save_mmpose_checkpoint(tmp, result.model.state_dict(), parse_variant(cfg.variant), meta)
+        # meta.cfg describes the network, so the file converts like any mmpose checkpoint
+        save_mmpose_checkpoint(tmp, result.model.state_dict(), preset_spec(cfg.variant), meta)
 
 
 def write_metrics(path: str | Path, result: TrainResult, cfg: TrainDemoConfig) -> None:

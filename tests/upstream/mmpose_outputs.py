@@ -2,37 +2,27 @@
 
 Usage: python tests/upstream/mmpose_outputs.py <variant> <state_dict.pt> <inputs.npy> <out.npz>
 
-Only the model modules are imported: mmpose's package __init__ files pull in dataset and mmdet code
-(with compiled extensions) that the model does not use, so those packages are entered directly
-and the COCO evaluation API (xtcocotools, imported by metric modules) is replaced by empty modules.
-Runs in its own process so that none of this leaks into the test session.
+Only the model modules are imported (see mmpose_import.py: mmpose's package __init__ files pull in
+dataset and mmdet code with compiled extensions that the model does not use). Runs in its own
+process so that none of this leaks into the test session. mmpose_model_outputs.py does the same
+for a checkpoint file, building the model from the file's own config.
 """
 
-import os
 import sys
-import types
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# this checkout's `pipeline`, not whatever an editable install points at
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+from mmpose_import import import_mmpose  # noqa: E402
+
 
 def import_mmpose_model_classes():
-    for name in ("xtcocotools", "xtcocotools.coco", "xtcocotools.cocoeval", "xtcocotools.mask"):
-        module = types.ModuleType(name)
-        module.COCO = module.COCOeval = object
-        sys.modules[name] = module
-    import mmpose
-
-    root = os.path.dirname(mmpose.__file__)
-    for package in ("mmpose.models", "mmpose.models.heads"):
-        module = types.ModuleType(package)
-        module.__path__ = [os.path.join(root, *package.split(".")[1:])]
-        sys.modules[package] = module
-    import mmpose.models.losses  # noqa: F401  registers KLDiscretLoss for the head
-    from mmpose.models.backbones.cspnext import CSPNeXt
-    from mmpose.models.heads.coord_cls_heads.rtmcc_head import RTMCCHead
-
-    return CSPNeXt, RTMCCHead
+    mm = import_mmpose()
+    return mm.CSPNeXt, mm.RTMCCHead
 
 
 class MMPoseRTMPose(torch.nn.Module):
@@ -58,11 +48,11 @@ class MMPoseRTMPose(torch.nn.Module):
 
 
 def main(variant_name, state_path, inputs_path, out_path):
-    from pipeline.variants import parse_variant
+    from pipeline.presets import preset_spec
 
-    variant = parse_variant(variant_name)
-    arch = variant.arch()
-    model = MMPoseRTMPose(arch.deepen_factor, arch.widen_factor, arch.num_keypoints, arch.input_hw).eval()
+    spec = preset_spec(variant_name)
+    model = MMPoseRTMPose(spec.backbone.deepen_factor, spec.backbone.widen_factor, spec.num_keypoints,
+                          spec.input_hw).eval()
     model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
     with torch.no_grad():
         simcc_x, simcc_y = model(torch.from_numpy(np.load(inputs_path)))
