@@ -18,13 +18,11 @@ listed in its module (`RUNTIME_KEYS`); an unknown key is a ConfigError.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError
 
 MODES = ("latency", "throughput")
 ARTIFACT_META = "artifact.json"
@@ -49,17 +47,3 @@ def check_keys(runtime: Mapping[str, Any], allowed: Iterable[str], backend: str)
     unknown = sorted(set(runtime) - set(allowed))
     if unknown:
         raise ConfigError(f"{backend} runtime settings {unknown} are unknown; use {', '.join(sorted(allowed))}")
-
-
-def per_image(call: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-              feeds: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """Run a model compiled for a fixed batch on feeds of any batch: one call per `batch` images,
-    outputs concatenated in order. Feeds whose batch is not a multiple of `batch` are an error of
-    the caller's model choice, named with both sizes."""
-    total = len(next(iter(feeds.values())))
-    if total == batch:
-        return call(dict(feeds))
-    if total % batch:
-        raise InputError(f"the model was compiled for batch {batch}; {total} images are not a multiple of it")
-    parts = [call({name: array[i:i + batch] for name, array in feeds.items()}) for i in range(0, total, batch)]
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import max_abs_diff
 from pipeline.backends import get_target
-from pipeline.errors import ConfigError, InputError
-from pipeline.runtime import per_image, recorded_runtime
+from pipeline.errors import ConfigError
+from pipeline.runtime import recorded_runtime
 
 ORT, OV = get_target("onnxruntime-fp32"), get_target("openvino-fp32")
 
@@ -132,14 +132,17 @@ def test_an_unknown_mode_is_a_config_error(ort_dir, t_cfg):
         backend.Runner(ort_dir, ORT, t_cfg, {}, "batch-1")
 
 
-def test_per_image_splits_and_concatenates_in_order():
-    calls = []
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
+def test_a_static_batch_runs_any_count_of_images_in_padded_chunks(backend_name, ort_dir, ov_dir, t_cfg, golden,
+                                                                  reference):
+    """Static batch 2 on an odd number of images: chunks of 2, the last one padded (pipeline/onnx_io.py)."""
+    from pipeline import backends
 
-    def double(feeds):
-        calls.append(len(feeds["input"]))
-        return {"y": feeds["input"] * 2}
-
-    x = np.arange(6, dtype=np.float32).reshape(6, 1)
-    assert np.array_equal(per_image(double, {"input": x}, 2)["y"], x * 2) and calls == [2, 2, 2]
-    with pytest.raises(InputError, match="batch 4"):
-        per_image(double, {"input": x}, 4)
+    folder = {"onnxruntime": ort_dir, "openvino": ov_dir}[backend_name]
+    target = get_target(f"{backend_name}-fp32")
+    inputs = np.concatenate([golden, golden[:1]])  # 3 images: one full chunk, one padded
+    expected = {name: np.concatenate([value, value[:1]]) for name, value in reference.items()}
+    for mode in ("latency", "throughput"):
+        runner = backends.get(backend_name).Runner(folder, target, t_cfg, {"static_batch": 2}, mode)
+        assert runner.fixed_batch == 2
+        assert max_abs_diff(runner({"input": inputs}), expected) < 1e-3
