@@ -51,7 +51,7 @@ def tuned(tmp_path_factory):
     from pipeline import steps
 
     out = tmp_path_factory.mktemp("tune")
-    cfg = load_config(["model.checkpoint=null", f"out_dir={out}", "targets=[onnxruntime-fp32]", "tune.calls=2",
+    cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", f"out_dir={out}", "targets=[onnxruntime-fp32]", "tune.calls=2",
                        "tune.blocks=1", "tune.warmup=1", "tune.settle_s=0", "tune.throughput_images=2",
                        "tune.throughput_rounds=1"])
     job = f"{VARIANT}.onnxruntime-fp32"
@@ -102,6 +102,6 @@ def test_verify_runs_both_recorded_modes(tuned):
 def test_tune_disabled_records_nothing(tmp_path):
     from pipeline.tune import tune
 
-    cfg = load_config(["model.checkpoint=null", "tune.enabled=false"])
+    cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", "tune.enabled=false"])
     record = tune(Path("unused.onnx"), "openvino-fp32", cfg, (256, 192))
     assert record["chosen"] == {} and record["method"]["note"] == "tune.enabled is false"
