@@ -148,7 +148,7 @@ def test_dvc_plots_data_are_records_of_the_table_numbers(run):
     size = json.loads((report / "plots" / "size.json").read_text())
     assert [r["target"] for r in latency] == list(TARGETS)
     assert [r["target"] for r in size] == list(TARGETS)
-    bench = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())["candidates"]
+    bench = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())["targets"]
     for record in latency:
         assert record["latency_ms"] == round(bench[record["target"]]["latency_ms_median"], 3)
         assert record["drift_px"] == round(_metrics(cfg, record["target"])["keypoints"]["confident"]["mean_drift_px"], 4)
