@@ -2,9 +2,9 @@
 
 Every job is built and verified even if others fail, and a failure stays with the jobs it concerns:
 a variant whose reference/export/simplify fails fails its jobs; a calibration set that cannot be
-made, or a quantization that fails, fails the INT8 jobs only; a build or verification fails its
-job. Each failure is recorded as the job's metrics file (`passed: false` with the one-line reason),
-so the report shows it, and the results list says it. The verified artifacts are then released
+made, or a quantization that fails, fails the INT8 jobs only; a tune (pipeline/tune.py), build or
+verification fails its job. Each failure is recorded as the job's metrics file (`passed: false` with
+the one-line reason), so the report shows it, and the results list says it. The verified artifacts are then released
 (pipeline/release.py). The default calibration set (the demo's
 COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
 """
@@ -79,6 +79,11 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             results += _failed_jobs(cfg, int8, "calibration", exc)
             jobs = [j for j in jobs if j not in int8]
         for job in jobs:
+            try:
+                steps.tune(cfg, job)
+            except PipelineError as exc:
+                results += _failed_jobs(cfg, [job], "tune", exc)
+                continue
             try:
                 steps.build(cfg, job)
             except PipelineError as exc:

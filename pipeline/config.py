@@ -101,14 +101,39 @@ class QuantizeConfig:
     per_channel: bool = True
     # Node-name prefixes kept in float (no Q/DQ, NNCF ignored scope), e.g. the GAU head.
     keep_float: list[str] = field(default_factory=lambda: ["/head/"])
+    # openvino-int8 only: NNCF accuracy control (quantize_with_accuracy_control) returns the layers that
+    # move keypoints most to float until the mean drift of confident keypoints on the calibration crops,
+    # against the float model, is at most this many pixels; null: plain nncf.quantize.
+    openvino_max_drift_px: Optional[float] = None
 
 
 @dataclass
 class BenchmarkConfig:
-    warmup: int = 5
-    iterations: int = 30  # timed calls per target at batch 1, round-robin across targets
-    throughput_batch: int = 8
+    """pipeline/benchmark.py: every candidate in its own process, timed in alternating blocks."""
+    warmup: int = 5  # untimed calls at the start of every block
+    calls: int = 30  # timed batch-1 calls per block
+    blocks: int = 5  # blocks per candidate, alternating across candidates
+    settle_s: float = 0.3  # pause before each block, so the previous worker's threads are idle
+    throughput_images: int = 16  # images per throughput round, several in flight (0: no throughput)
+    throughput_rounds: int = 2  # timed throughput rounds per block
+    peers: bool = True  # time what a user gets without the pipeline (pipeline/peers.py) in the same run
+    peer_static_shape: bool = True  # OpenVINO peers reshaped to [1,3,H,W], the faster form a user may choose
     seed: int = 0
+
+
+@dataclass
+class TuneConfig:
+    """pipeline/tune.py: the measured search for each target's runtime settings."""
+    enabled: bool = True  # false: nothing measured or recorded; artifacts run with `backends.*` settings
+    threads: list[int] = field(default_factory=lambda: [1, 0])  # thread counts to try; 0: every usable core
+    static_batch: bool = True  # also try the input batch fixed to 1 (latency) before compilation
+    warmup: int = 5
+    calls: int = 20
+    blocks: int = 3
+    settle_s: float = 0.2
+    throughput_images: int = 16  # 0: no throughput settings tuned (and none recorded)
+    throughput_rounds: int = 2
+    min_gain: float = 0.03  # a less plain setting must be this much faster to be chosen
 
 
 @dataclass
@@ -132,6 +157,7 @@ class OpenVINOConfig:
     device: str = "CPU"
     num_threads: int = 2
     inference_precision_hint: str = ""  # "" follows the target; anything else is checked by verify
+    int8_float_part: str = "auto"  # openvino-int8's unquantized layers: auto (bf16 where the CPU has it) | f32 | bf16
 
 
 @dataclass
@@ -171,6 +197,7 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     extra_variants: list[str] = field(default_factory=list)  # more variants besides the model (conf/matrix/)
     out_dir: str = "artifacts"

@@ -130,8 +130,21 @@ def pipeline_json(spec: ModelSpec, input_name: str, output_map: dict[str, str]) 
     return {"pipeline": {"input": ["img"], "output": ["post_output"], "tasks": [preprocess, net, postprocess]}}
 
 
+def backend_config(target: Target, spec: ModelSpec, runtime: dict[str, Any]) -> dict[str, Any]:
+    """detail.json's backend_config: type and precision, and the runtime settings the artifact was tuned
+    and benchmarked with (pipeline/runtime.py); where the latency settings fix the batch, the input
+    shape in MMDeploy's own form (`model_inputs[].opt_shapes`, as its OpenVINO deploy configs write it)."""
+    config: dict[str, Any] = {"type": target.backend, "precision": target.precision.upper()}
+    if runtime:
+        config["runtime"] = runtime
+    static = (runtime.get("latency") or {}).get("static_batch")
+    if static:
+        config["model_inputs"] = [{"opt_shapes": {INPUT_NAME: [int(static), 3, *spec.input_hw]}}]
+    return config
+
+
 def detail_json(target: Target, spec: ModelSpec, save_file: str, opset: int | None, dynamic_batch: bool,
-                onnx_metadata: dict[str, str]) -> dict[str, Any]:
+                onnx_metadata: dict[str, str], runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     h, w = spec.input_hw
     batch_axis = {name: {"0": "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else {}
     return {
@@ -143,20 +156,21 @@ def detail_json(target: Target, spec: ModelSpec, save_file: str, opset: int | No
                         "opset_version": opset, "save_file": save_file, "input_names": [INPUT_NAME],
                         "output_names": list(OUTPUT_NAMES), "input_shape": [w, h], "optimize": True,
                         "dynamic_axes": batch_axis},
-        "backend_config": {"type": target.backend, "precision": target.precision.upper()},
+        "backend_config": backend_config(target, spec, runtime or {}),
         "calib_config": {},
         "rtmpose_pipeline": dict(sorted(onnx_metadata.items())),  # provenance: this pipeline's ONNX metadata
     }
 
 
 def sdk_files(artifact_dir: Path, target: Target, spec: ModelSpec, onnx_metadata: dict[str, str],
-              net: str, weights: str, opset: int | None, dynamic_batch: bool) -> dict[str, dict]:
+              net: str, weights: str, opset: int | None, dynamic_batch: bool,
+              runtime: dict[str, Any] | None = None) -> dict[str, dict]:
     input_name, output_map = _tensor_names(artifact_dir, target.backend)
     return {
         "deploy.json": deploy_json(target, net, weights, dynamic_batch),
         "pipeline.json": pipeline_json(spec, input_name, output_map),
         "detail.json": detail_json(target, spec, net if net.endswith(".onnx") else "model.onnx", opset,
-                                   dynamic_batch, onnx_metadata),
+                                   dynamic_batch, onnx_metadata, runtime),
     }
 
 
@@ -178,10 +192,11 @@ def write_zip(path: Path, members: dict[str, bytes | Path]) -> Path:
 
 
 def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str, onnx_metadata: dict[str, str],
-                 opset: int | None = None) -> list[Path]:
+                 opset: int | None = None, runtime: dict[str, Any] | None = None) -> list[Path]:
     """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX
     artifacts); return the paths written. `spec` is the model's description (or a preset name); `opset`
-    is read from the artifact's ONNX when it has one."""
+    is read from the artifact's ONNX when it has one; `runtime` ({mode: settings}, as artifact.json
+    records them) goes into detail.json's backend_config."""
     from pipeline.presets import preset_spec
 
     artifact_dir = Path(artifact_dir)
@@ -201,13 +216,13 @@ def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str
         dynamic_batch = target.backend != "ncnn" and onnx_metadata.get("dynamic_batch") == "true"
     written = []
     for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, net, weights, opset,
-                                dynamic_batch).items():
+                                dynamic_batch, runtime).items():
         write_json(artifact_dir / name, data)
         written.append(artifact_dir / name)
     if net.endswith(".onnx"):
         members: dict[str, bytes | Path] = {RTMLIB_ONNX: artifact_dir / net}
         for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, RTMLIB_ONNX, "", opset,
-                                    dynamic_batch).items():
+                                    dynamic_batch, runtime).items():
             members[name] = _json_bytes(data)
         written.append(write_zip(artifact_dir / RTMLIB_ZIP, members))
     return sorted(written)

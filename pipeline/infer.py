@@ -4,6 +4,10 @@
     python -m pipeline.infer end2end.onnx photo.jpg --model rtmpose-m_coco17_256x192 --save pose.png
     python -m pipeline.infer ARTIFACT IMAGE backends.openvino.num_threads=1   # config overrides
 
+An artifact directory runs with the runtime settings `build` recorded in its artifact.json (threads,
+hints, static batch: what the `tune` stage measured and the benchmark timed); `backends.*` overrides
+apply to artifacts and bare model files that record none.
+
 ARTIFACT is an artifact directory as `build` writes it (`artifact.json` names backend, target and
 variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` +
 `io.json` (ncnn), `.engine` + `engine.json` (tensorrt). A bare file runs with the backend's fp32

@@ -42,7 +42,8 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
 
 def job_paths(out_dir: str, variant: str, target: str) -> dict[str, str]:
     root = PurePosixPath(out_dir) / variant
-    return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json")}
+    return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json"),
+            "tune": str(root / "tune" / f"{target}.json")}
 
 
 # Which backends build INT8 from the shared Q/DQ ONNX, and which calibrate themselves (NNCF).
@@ -205,12 +206,15 @@ def _presets_resolver() -> Any:
 
 
 def _hardware_resolver() -> Any:
-    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT."""
+    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT; and
+    under `cpu`, the CPU that tuned runtime settings are measured on."""
     from pipeline.backends import BACKENDS
-    from pipeline.hardware import gpu_fingerprint
+    from pipeline.hardware import cpu_fingerprint, gpu_fingerprint
 
-    return OmegaConf.create({name: gpu_fingerprint() if name == "tensorrt" else {"portable": True}
-                             for name in BACKENDS})
+    hardware = {name: gpu_fingerprint() if name == "tensorrt" else {"portable": True} for name in BACKENDS}
+    # What tuned runtime settings are bound to (the `tune` stage's param): not the OS, which changes on updates.
+    hardware["cpu"] = {k: v for k, v in cpu_fingerprint().items() if k != "os"}
+    return OmegaConf.create(hardware)
 
 
 def register_resolvers() -> None:

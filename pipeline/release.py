@@ -3,7 +3,8 @@
 The `release@<variant>` stage (last in dvc.yaml) copies every artifact of the variant whose verify
 metrics say `passed`, with its drop-in files (MMDeploy SDK JSON, `rtmlib.zip`), and writes the
 manifest: per target the sha256 of each file, the precision (named and executed), the verification
-figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings and the
+figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings recorded
+in its artifact.json (what `tune` measured; pipeline/runtime.py) next to what verify ran, and the
 tool versions. A job that failed, was not built or was left out never appears there; the manifest
 lists it under `withheld` with the reason. Ship from `artifacts/release/`.
 
@@ -76,7 +77,11 @@ def release(cfg, variant: str) -> Path:
                 "files": {str(p.relative_to(tmp / target)): sha256_file(p)
                           for p in sorted((tmp / target).rglob("*")) if p.is_file()},
                 "verification": _summary(metrics),
-                "runtime_settings": metrics.get("runtime_settings", {}),
+                # What a consumer runs it with: the settings `tune` measured and `build` recorded per mode
+                # (pipeline/runtime.py; {} where none were recorded: the backend's defaults), and what
+                # verify's Runner reported running.
+                "runtime_settings": meta.get("runtime") or {},
+                "verified_with": metrics.get("runtime_settings", {}),
                 "tool_versions": meta.get("tool_versions", {}),
                 "source_onnx_sha256": meta.get("source_onnx_sha256", ""),
             }

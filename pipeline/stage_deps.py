@@ -70,17 +70,29 @@ STAGE_DEPS: dict[str, StageDeps] = {
     "quantize": StageDeps(
         "quantizations", ("quantize",),
         ("stages/quantize.py", "pipeline/steps.py", "pipeline/quantize.py")),
+    "tune": StageDeps(
+        "jobs", ("plan.variants.{variant}.spec", "tune", "quantize.keep_float", "quantize.openvino_max_drift_px",
+                 "verify.min_peak_margin", "backends.{backend}", "hardware.cpu"),
+        ("stages/tune.py", "pipeline/steps.py", "pipeline/tune.py", "pipeline/benchmark.py", "pipeline/timing.py",
+         "pipeline/runtime.py", "pipeline/hardware.py", "pipeline/backends/__init__.py",
+         "pipeline/backends/{backend}.py", "pipeline/fp16.py", "pipeline/onnx_io.py", "pipeline/decode.py",
+         "pipeline/verify.py", "pipeline/spec.py")),
     "build": StageDeps(
-        "jobs", ("plan.variants.{variant}.spec", "quantize.keep_float", "backends.{backend}", "hardware.{backend}"),
+        "jobs", ("plan.variants.{variant}.spec", "quantize.keep_float", "quantize.openvino_max_drift_px",
+                 "verify.min_peak_margin", "backends.{backend}", "hardware.{backend}"),
         ("stages/build.py", "pipeline/steps.py", "pipeline/backends/__init__.py", "pipeline/backends/{backend}.py",
-         "pipeline/fp16.py", "pipeline/dropin.py", "pipeline/spec.py")),
+         "pipeline/fp16.py", "pipeline/dropin.py", "pipeline/spec.py", "pipeline/runtime.py", "pipeline/decode.py",
+         "pipeline/verify.py")),
     "verify": StageDeps(
         "jobs", ("verify.tolerances.{precision}", "verify.min_peak_margin", "backends.{backend}"),
         ("stages/verify.py", "pipeline/steps.py", "pipeline/verify.py", "pipeline/decode.py", "pipeline/preprocess.py",
-         "pipeline/spec.py", "pipeline/onnx_io.py", "pipeline/backends/common.py", "pipeline/backends/{backend}.py")),
+         "pipeline/spec.py", "pipeline/onnx_io.py", "pipeline/backends/common.py", "pipeline/backends/{backend}.py",
+         "pipeline/runtime.py")),
     "benchmark": StageDeps(
-        "variants", ("benchmark",),
-        ("stages/benchmark.py", "pipeline/benchmark.py")),
+        "variants", ("benchmark", "hardware.cpu", "verify.tolerances", "verify.min_peak_margin", *SPEC),
+        ("stages/benchmark.py", "pipeline/steps.py", "pipeline/benchmark.py", "pipeline/timing.py", "pipeline/peers.py",
+         "pipeline/runtime.py", "pipeline/hardware.py", "pipeline/backends", "pipeline/verify.py", "pipeline/decode.py",
+         "pipeline/onnx_io.py", "pipeline/spec.py")),
     "evaluate": StageDeps(
         "evaluations", (*MODEL, "evaluate", "backends"),
         ("stages/evaluate.py", "pipeline/evaluate.py", "pipeline/reference.py", "pipeline/infer.py",

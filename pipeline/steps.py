@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends
-from pipeline.benchmark import benchmark as run_benchmark
 from pipeline.calibration import calibration_inputs
 from pipeline.checkpoint import sha256_file
 from pipeline.config import RunConfig
@@ -27,6 +26,7 @@ from pipeline.preprocess import normalize
 from pipeline.progress import progress_bar
 from pipeline.quantize import quantize_qdq
 from pipeline.reference import reference_runs, sha256_of_source, supplied_onnx
+from pipeline.runtime import recorded_runtime
 from pipeline.simplify import simplify_onnx
 from pipeline.verify import Golden, check_execution_precision, recorded_normalizations, summary_lines, verify_artifact
 from pipeline.versions import tool_versions
@@ -121,15 +121,37 @@ def quantize(cfg: RunConfig, variant_name: str) -> Path:
     return Path(paths["quantized_onnx"])
 
 
-def build(cfg: RunConfig, job: str) -> Path:
-    """Build one target's artifact from its ONNX (simplified or Q/DQ), with its metadata."""
-    entry = _job_entry(cfg, job)
-    target = backends.get_target(entry["target"])
-    module = backends.get(target.backend)
+def _job_sources(cfg: RunConfig, entry: dict) -> tuple[Path, np.ndarray | None]:
+    """The job's ONNX (simplified or Q/DQ) and, for targets that calibrate themselves, the calibration set."""
     upstream = "quantize" if entry["onnx"].endswith("quantized/model.onnx") else "simplify"
     source = _require(entry["onnx"], upstream, entry["variant"])
     calibration_set = (read_npz(_require(entry["calibration"], "calibration", entry["variant"]))["input"]
                        if entry["calibration"] else None)
+    return source, calibration_set
+
+
+def tune(cfg: RunConfig, job: str) -> dict:
+    """Measure the target's runtime settings (pipeline/tune.py) and write the record `build` reads."""
+    from pipeline.tune import tune as run_tune
+
+    entry = _job_entry(cfg, job)
+    source, calibration_set = _job_sources(cfg, entry)
+    record = run_tune(source, entry["target"], cfg, spec_of(cfg, entry["variant"]).input_hw, calibration_set)
+    record["job"] = job
+    write_json(entry["tune"], record)
+    for mode, settings in record["chosen"].items():
+        print(f"tune {job} {mode}: {settings}")
+    return record
+
+
+def build(cfg: RunConfig, job: str) -> Path:
+    """Build one target's artifact from its ONNX (simplified or Q/DQ), with its metadata and the runtime
+    settings the `tune` stage chose (none if it has not run)."""
+    entry = _job_entry(cfg, job)
+    target = backends.get_target(entry["target"])
+    module = backends.get(target.backend)
+    source, calibration_set = _job_sources(cfg, entry)
+    runtime = read_metrics(entry["tune"]).get("chosen", {}) if entry.get("tune") else {}
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
         module.build(source, target, cfg, tmp, calibration=calibration_set)
         write_json(tmp / ARTIFACT_META, {
@@ -137,8 +159,9 @@ def build(cfg: RunConfig, job: str) -> Path:
             "precision": target.precision, "source_onnx_sha256": sha256_file(source),
             "onnx_metadata": get_metadata(load_onnx(source)),
             "tool_versions": tool_versions(*getattr(module, "TOOLS", (target.backend,)), "onnx"),
+            "runtime": runtime,
         })
-        write_dropin(tmp, target, spec_of(cfg, entry["variant"]), get_metadata(load_onnx(source)))
+        write_dropin(tmp, target, spec_of(cfg, entry["variant"]), get_metadata(load_onnx(source)), runtime=runtime)
     return Path(entry["artifact"])
 
 
@@ -151,10 +174,19 @@ def verify(cfg: RunConfig, job: str) -> dict:
     golden = Golden.from_arrays(read_npz(_require(entry["reference"], "reference", entry["variant"])),
                                 entry["reference"])
     artifact = _require(entry["artifact"], "build", job)
-    runner = backends.get(target.backend).Runner(artifact, target, cfg)
+    module = backends.get(target.backend)
+    runner = module.Runner(artifact, target, cfg)  # the artifact's recorded latency settings
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden, tolerance,
                               cfg.verify.min_peak_margin, recorded_normalizations(artifact))
     metrics["breaches"] += check_execution_precision(target.precision, runner.settings["execution_precision"])
+    if recorded_runtime(artifact, "throughput"):
+        # The throughput settings run the same files with other threads and streams: they must pass too.
+        streams = module.Runner(artifact, target, cfg, mode="throughput")
+        throughput = verify_artifact(lambda inputs: streams({INPUT_NAME: inputs}), golden, tolerance,
+                                     cfg.verify.min_peak_margin, recorded_normalizations(artifact))
+        throughput["breaches"] += check_execution_precision(target.precision, streams.settings["execution_precision"])
+        metrics["breaches"] += [f"throughput settings: {b}" for b in throughput["breaches"]]
+        metrics["throughput_runtime_settings"] = streams.settings
     metrics["passed"] = not metrics["breaches"]
     metrics.update({"job": job, "target": target.name, "precision": target.precision,
                     "tolerance": vars(tolerance), "runtime_settings": runner.settings,
@@ -170,29 +202,118 @@ def verify(cfg: RunConfig, job: str) -> dict:
     return metrics
 
 
+def _verification(metrics: dict) -> dict:
+    """The figures of a verify metrics file the benchmark rows carry (None where not verified)."""
+    if not metrics:
+        return {"status": "not verified", "passed": False, "mean_drift_px": None, "max_drift_px": None,
+                "min_cosine": None, "max_abs_error": None}
+    outputs = metrics.get("outputs", {}).values()
+    confident = metrics.get("keypoints", {}).get("confident", {})
+    return {"status": "passed" if metrics.get("passed") else "failed", "passed": bool(metrics.get("passed")),
+            "mean_drift_px": confident.get("mean_drift_px"), "max_drift_px": confident.get("max_drift_px"),
+            "min_cosine": min((o["cosine"] for o in outputs), default=None),
+            "max_abs_error": max((o["needs_atol"] for o in outputs), default=None)}
+
+
+def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
+    """A peer's outputs on the golden inputs against the reference, at its precision's tolerance, the
+    inputs preprocessed as the reference expects. Informational: peers are not ours to gate, but their
+    drift belongs on the same plot."""
+    target = backends.get_target(candidate.target)
+    runner = backends.get(target.backend).Runner(Path(candidate.artifact_dir), target, cfg, candidate.latency_runtime)
+    metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden,
+                              cfg.verify.tolerances[target.precision], cfg.verify.min_peak_margin, {})
+    return _verification(metrics)
+
+
+BASELINE_TARGET = "onnxruntime-fp32"  # the benchmark's `speedup_vs_onnxruntime_fp32` divides its latency
+
+
+def _executed_precision(row: dict) -> str:
+    """A target's precision; for a peer, the precisions its runtime reports executing, most operations
+    first (e.g. `bf16` for OpenVINO's default on a CPU with native bf16)."""
+    if row["kind"] == "target":
+        return backends.get_target(row["target"]).precision
+    executed = (row.get("runtime_settings") or {}).get("execution_precision") or {}
+    names = sorted(executed, key=lambda name: -executed[name])
+    return "/".join(names) or backends.get_target(row["target"]).precision
+
+
+def headline(rows: dict[str, dict]) -> dict:
+    """Our fastest verified target against the best peer: latency ratio (lower is better)."""
+    ours = [r for r in rows.values() if r["kind"] == "target" and r["verification"]["passed"]
+            and r.get("latency_ms_median") is not None]
+    peers = [r for r in rows.values() if r["kind"] == "peer" and r.get("latency_ms_median") is not None]
+    best = min(ours, key=lambda r: r["latency_ms_median"]) if ours else None
+    peer = min(peers, key=lambda r: r["latency_ms_median"]) if peers else None
+    ratio = best["latency_ms_median"] / peer["latency_ms_median"] if best and peer else None
+    return {"recommended": best["name"] if best else None,
+            "recommended_latency_ms": best["latency_ms_median"] if best else None,
+            "best_peer": peer["name"] if peer else None, "best_peer_latency_ms": peer["latency_ms_median"] if peer else None,
+            "latency_ratio_vs_best_peer": ratio}
+
+
 def benchmark(cfg: RunConfig, variant_name: str) -> dict:
-    """Time every artifact of the variant side by side; write the DVC metrics file."""
+    """Time every built artifact of the variant and the peers (pipeline/peers.py), each in its own process;
+    write the DVC metrics file: one row per candidate, the machine, the method and the headline."""
+    import tempfile
+
+    from pipeline.benchmark import Candidate, machine, measure, method_sentence
+    from pipeline.peers import build_peers
+
     paths = _variant_entry(cfg, variant_name)
+    spec = spec_of(cfg, variant_name)
     jobs = {cfg.plan["jobs"][j]["target"]: cfg.plan["jobs"][j] for j in paths["jobs"]}
-    runners = {}
-    settings = {}
+    candidates = []
     for target_name, entry in jobs.items():
-        target = backends.get_target(target_name)
-        runner = backends.get(target.backend).Runner(Path(entry["artifact"]), target, cfg)
-        runners[target_name], settings[target_name] = runner, runner.settings
-    with progress_bar(max(1, cfg.benchmark.iterations // 5), f"benchmark {variant_name}") as advance:
-        results = run_benchmark(runners, spec_of(cfg, variant_name).input_hw, cfg.benchmark, advance)
-    for target_name, result in results.items():
-        result["runtime_settings"] = settings[target_name]
-        drift = read_metrics(jobs[target_name]["metrics"]).get("keypoints", {}).get("confident", {})
-        result["mean_drift_px"] = drift.get("mean_drift_px")
-    write_json(paths["benchmark"], {"variant": variant_name, "targets": results})
-    for target_name, r in sorted(results.items(), key=lambda kv: kv[1]["latency_ms_median"]):
-        speedup = r["speedup_vs_onnxruntime_fp32"]
-        print(f"benchmark {variant_name} {target_name}: {r['latency_ms_median']:.2f} ms median, "
-              f"p90 {r['latency_ms_p90']:.2f} ms, {r['throughput_img_s']:.1f} img/s at batch "
-              f"{r['throughput_batch']}" + (f", {speedup:.2f}x onnxruntime-fp32" if speedup else ""))
-    return results
+        _require(entry["artifact"], "build", f"{variant_name}.{target_name}")
+        verification = _verification(read_metrics(entry["metrics"]))
+        candidates.append(Candidate(target_name, "target", target_name, entry["artifact"], description="our artifact, "
+                                    "its recorded runtime settings", extra={"verification": verification}))
+    before = machine()
+    with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+        if cfg.benchmark.peers:
+            golden = Golden.from_arrays(read_npz(_require(paths["reference"], "reference", variant_name)),
+                                        paths["reference"])
+            calibration = Path(paths["calibration"])
+            used = {t.split("-", 1)[0] for t in jobs}
+            peers = build_peers(_require(paths["export"], "export", variant_name),
+                                read_npz(calibration)["input"] if calibration.is_file() else None, Path(scratch),
+                                cfg.benchmark.peer_static_shape, tuple(b for b in ("onnxruntime", "openvino") if b in used))
+            for peer in peers:
+                peer.extra["verification"] = _peer_verification(cfg, peer, golden)
+            candidates += peers
+        with progress_bar(cfg.benchmark.blocks, f"benchmark {variant_name}") as advance:
+            rows = measure(candidates, cfg, spec.input_hw, cfg.benchmark, advance)
+    top = headline(rows)
+    baseline = rows.get(BASELINE_TARGET)
+    for row in rows.values():
+        row["mean_drift_px"] = row["verification"]["mean_drift_px"]
+        row["precision"] = _executed_precision(row)
+        if "throughput_images" in row:
+            row["throughput_batch"] = row["throughput_images"]
+        best_peer = top["best_peer_latency_ms"]
+        row["speedup_vs_best_peer"] = best_peer / row["latency_ms_median"] if best_peer else None
+        row["speedup_vs_onnxruntime_fp32"] = (baseline["latency_ms_median"] / row["latency_ms_median"]
+                                              if baseline else None)
+        if row["kind"] == "target":
+            row["artifact"] = jobs[row["name"]]["artifact"]
+    result = {"variant": variant_name, "machine": {**before, "load_average_after": machine()["load_average"]},
+              "method": method_sentence(cfg.benchmark), "settings": dict(vars(cfg.benchmark)),
+              "targets": {n: r for n, r in rows.items() if r["kind"] == "target"},
+              "peers": {n: r for n, r in rows.items() if r["kind"] == "peer"}, "headline": top}
+    write_json(paths["benchmark"], result)
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["latency_ms_median"]):
+        status = r["verification"]["status"]
+        print(f"benchmark {variant_name} {name} ({r['kind']}, {status}): {r['latency_ms_median']:.2f} ms median "
+              f"[p10 {r['latency_ms_p10']:.2f}, p90 {r['latency_ms_p90']:.2f}, block spread "
+              f"{100 * r['latency_block_spread']:.0f}%]" +
+              (f", {r['throughput_img_s']:.1f} img/s" if "throughput_img_s" in r else ""))
+    if top["latency_ratio_vs_best_peer"] is not None:
+        print(f"benchmark {variant_name}: fastest verified {top['recommended']} {top['recommended_latency_ms']:.2f} ms "
+              f"= {top['latency_ratio_vs_best_peer']:.2f}x the best peer {top['best_peer']} "
+              f"{top['best_peer_latency_ms']:.2f} ms")
+    return result
 
 
 def read_metrics(path: str | Path) -> dict:

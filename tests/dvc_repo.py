@@ -131,10 +131,10 @@ def plan(root: Path) -> dict:
 
 
 def planned_stages(root: Path) -> list[str]:
-    """`stage-deps` and the stages of the plan's jobs, from reference to verify."""
+    """`stage-deps` and the stages of the plan's jobs, from reference to verify (tune included)."""
     jobs = plan(root)
     return ["stage-deps", *(f"{stage}@{v}" for v in jobs["variants"] for stage in ("reference", "export", "simplify")),
-            *(f"{stage}@{job}" for job in jobs["jobs"] for stage in ("build", "verify"))]
+            *(f"{stage}@{job}" for job in jobs["jobs"] for stage in ("tune", "build", "verify"))]
 
 
 def lock(root: Path) -> dict[str, dict]:

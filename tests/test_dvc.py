@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 STAGES = ["stage-deps", f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
-          *(f"{stage}@{VARIANT}.{target}" for stage in ("build", "verify") for target in FP32_TARGETS)]
+          *(f"{stage}@{VARIANT}.{target}" for stage in ("tune", "build", "verify") for target in FP32_TARGETS)]
 
 
 @pytest.fixture(scope="module")

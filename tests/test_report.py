@@ -47,7 +47,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _overrides(out_dir: Path) -> list[str]:
     return ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out_dir}", f"targets=[{','.join(TARGETS)}]",
             "verify.tolerances.fp16.max_mean_drift_px=-1", "verify.min_peak_margin=0", "verify.num_random=1",
-            "benchmark.warmup=1", "benchmark.iterations=3", "benchmark.throughput_batch=2"]
+            "benchmark.warmup=1", "benchmark.calls=3", "benchmark.blocks=1", "benchmark.throughput_images=2",
+            "benchmark.settle_s=0", "benchmark.peers=false", "tune.enabled=false"]
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_one_backends_setting_changes_only_that_backends_files(cfg):
     assert set(before) == set(after)
     changed = {path for path in before if before[path] != after[path]}
     openvino_jobs = [j for j in cfg.plan["jobs"].values() if j["backend"] == "openvino"]
-    expected = {job["deps"][stage] for job in openvino_jobs for stage in ("build", "verify")}
+    expected = {job["deps"][stage] for job in openvino_jobs for stage in ("tune", "build", "verify")}
     expected.add(cfg.plan["variants"][VARIANT]["deps"]["evaluate"])  # evaluate runs every backend
     assert changed == expected
 
@@ -94,9 +94,10 @@ def test_one_backends_module_changes_only_that_backends_files(cfg, tmp_path):
     after = stage_deps(cfg, root=tmp_path)
     changed = {path for path in before if before[path] != after[path]}
     onnxruntime_jobs = [j for j in cfg.plan["jobs"].values() if j["backend"] == "onnxruntime"]
-    expected = {job["deps"][stage] for job in onnxruntime_jobs for stage in ("build", "verify")}
-    # evaluate and report run the whole pipeline/backends folder
-    expected |= {cfg.plan["variants"][VARIANT]["deps"]["evaluate"], cfg.plan["stage_deps"]["report"]}
+    expected = {job["deps"][stage] for job in onnxruntime_jobs for stage in ("tune", "build", "verify")}
+    # evaluate, benchmark (every variant's: its peers run onnxruntime) and report run the whole pipeline/backends folder
+    expected |= {cfg.plan["variants"][VARIANT]["deps"]["evaluate"], cfg.plan["stage_deps"]["report"],
+                 *(entry["deps"]["benchmark"] for entry in cfg.plan["variants"].values())}
     assert changed == expected  # and the bytecode under pipeline/model changed nothing
 
 

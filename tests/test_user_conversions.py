@@ -26,7 +26,8 @@ FP32 = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32")
 def convert(tmp_path: Path, checkpoint: Path, *extra: str) -> tuple[str, dict]:
     """Run the chain from a scratch directory; (the model's name, {target: metrics})."""
     result = run_python("-m", "pipeline", f"model.checkpoint={checkpoint}", f"targets=[{','.join(FP32)}]",
-                        "benchmark.iterations=2", "benchmark.warmup=1", "hydra.run.dir=hydra", *extra,
+                        "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
+                        "benchmark.peers=false", "tune.enabled=false", "hydra.run.dir=hydra", *extra,
                         cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     (name,) = [p.name for p in (tmp_path / "artifacts").iterdir() if (p / "reference.npz").is_file()]

@@ -1,9 +1,10 @@
 """Backend name -> module, in one plain dict; a module is imported only when its backend is chosen.
 
 Every backend module has the same shape (STYLE.md): a docstring, `PRECISIONS` (read from `BACKENDS`),
-`build(onnx_path, target, cfg, out_dir) -> Path` and a `Runner(artifact_dir, target, cfg)` that maps
-`{name: ndarray}` to `{name: ndarray}`. `import pipeline` therefore works without any runtime
-installed, and a missing one fails with the extra to install.
+`build(onnx_path, target, cfg, out_dir) -> Path`, a `Runner(artifact_dir, target, cfg, runtime=None,
+mode="latency")` that maps `{name: ndarray}` to `{name: ndarray}` with the artifact's recorded runtime
+settings (pipeline/runtime.py), `RUNTIME_KEYS` and `default_runtime(cfg, mode)`. `import pipeline`
+therefore works without any runtime installed, and a missing one fails with the extra to install.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ the converted graph (e.g. `MatMul` for the GAU's q@k and kernel@v) that the fp16
 feature mask `31=3`: no fp16 storage, no fp16 arithmetic (https://github.com/Tencent/ncnn/wiki/layer-feat-mask).
 ScaleNorm's ReduceL2 becomes ncnn's generic `Reduction`, which has no fp16 path on ARM or x86, so ncnn
 already casts its input back to fp32 there. Masks are honoured in the per-layer count.
+
+Runtime settings (pipeline/runtime.py): `num_threads` (ncnn's `opt.num_threads`). ncnn has no
+streams or asynchronous requests, so throughput mode runs the same loop over the images.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.io import write_json
+from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
 PRECISIONS = BACKENDS["ncnn"].precisions
 TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
@@ -50,6 +54,7 @@ PARAM_FILE = "model.ncnn.param"
 BIN_FILE = "model.ncnn.bin"
 IO_FILE = "io.json"
 FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
+RUNTIME_KEYS = ("num_threads",)
 FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
 KEEP_FLOAT_MASK = 0b11
 
@@ -226,13 +231,25 @@ def fp16_weight_blobs(weights: Path) -> int:
     return int(np.count_nonzero(words == FP16_WEIGHT_TAG))
 
 
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    """The settings of an artifact that records none: `backends.ncnn.num_threads`."""
+    check_mode(mode)
+    return {"num_threads": cfg.backends.ncnn.num_threads}
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+                 mode: str = "latency") -> None:
         if target.precision not in PRECISIONS:
             raise ConfigError(f"targets: ncnn cannot run precision {target.precision!r}")
-        num_threads = cfg.backends.ncnn.num_threads
+        check_mode(mode)
+        if runtime is None:
+            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
+        check_keys(runtime, RUNTIME_KEYS, "ncnn")
+        num_threads = int(runtime.get("num_threads", cfg.backends.ncnn.num_threads))
         if num_threads < 1:
-            raise ConfigError(f"backends.ncnn.num_threads={num_threads}; set it to 1 or more")
+            raise ConfigError(f"ncnn num_threads={num_threads}; set it to 1 or more")
+        self.runtime = dict(runtime)
         artifact_dir = Path(artifact_dir)
         io = json.loads((artifact_dir / IO_FILE).read_text(encoding="utf-8"))
         if io["weights"] != target.precision:
@@ -248,6 +265,8 @@ class Runner:
             # fp32 compute on fp16-rounded weights (x86): report the fp16 weights, as the openvino backend does.
             executed["fp16"] = weights
         self.settings = {
+            "mode": mode,
+            "runtime": dict(runtime),
             "num_threads": opt.num_threads,
             "use_fp16_storage": opt.use_fp16_storage,
             "use_fp16_packed": opt.use_fp16_packed,

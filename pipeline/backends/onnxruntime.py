@@ -7,12 +7,25 @@ Artifact: `model.onnx`. Precisions:
   re-expressed exactly as uint8 (zero point 128), the form onnxruntime's x86 int8 kernels are fast at.
 Runtime: `onnxruntime.InferenceSession`, CPU execution provider (tested with 1.32). The precision is
 read from the artifact, not assumed: `execution_precision` counts its initializers by element type.
+
+Runtime settings (pipeline/runtime.py; a missing key leaves onnxruntime's own default, so `{}` is a
+plain `InferenceSession(path)`):
+- `intra_op_num_threads`, `inter_op_num_threads`: SessionOptions threads (0: onnxruntime's default);
+- `graph_optimization_level`: `disable`, `basic`, `extended`, `layout` or `all` (onnxruntime's default);
+- `allow_spinning`: session config `session.intra_op.allow_spinning` (worker threads spin between calls);
+- `static_batch`: fixes the input's symbolic batch dimension at session creation
+  (`add_free_dimension_override_by_name`), so shapes are static for the graph optimizer and kernels,
+  without rewriting the file that consumers with batches still read; inputs of another batch are run
+  in chunks of `static_batch` images, a short last chunk padded (pipeline/onnx_io.py `run_in_chunks`);
+- `sessions`: throughput mode only: this many sessions, each fed its share of the images from its
+  own thread (onnxruntime releases the GIL while it runs).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +37,14 @@ from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
 from pipeline.onnx_io import run_in_chunks
 from pipeline.quantize import activations_to_uint8, float_nodes
+from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
 PRECISIONS = BACKENDS["onnxruntime"].precisions
 MODEL_FILE = "model.onnx"
+RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "allow_spinning",
+                "static_batch", "sessions")
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
 _TYPE_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
                onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8"}
 
@@ -62,31 +80,91 @@ def graph_precisions(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    """The settings of an artifact that records none: `backends.onnxruntime`, one session."""
+    check_mode(mode)
+    return {"intra_op_num_threads": cfg.backends.onnxruntime.num_threads, "inter_op_num_threads": 1}
+
+
+def session_options(runtime: Mapping, batch_dim: str | None):
+    """SessionOptions for `runtime`; `batch_dim` is the input's symbolic batch dimension, if any."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if runtime.get("intra_op_num_threads"):
+        options.intra_op_num_threads = int(runtime["intra_op_num_threads"])
+    if runtime.get("inter_op_num_threads"):
+        options.inter_op_num_threads = int(runtime["inter_op_num_threads"])
+    level = runtime.get("graph_optimization_level")
+    if level is not None:
+        if level not in OPTIMIZATION_LEVELS:
+            raise ConfigError(f"onnxruntime graph_optimization_level={level!r}; choose {', '.join(OPTIMIZATION_LEVELS)}")
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level])
+    if "allow_spinning" in runtime:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if runtime["allow_spinning"] else "0")
+    if runtime.get("static_batch") and batch_dim:
+        options.add_free_dimension_override_by_name(batch_dim, int(runtime["static_batch"]))
+    return options
+
+
+def batch_dim_param(path: Path) -> str | None:
+    """The name of the input's symbolic batch dimension (the export calls it `batch`), or None if static."""
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_param if dim.HasField("dim_param") else None
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    """A session (latency) or several sessions fed in parallel (throughput) for one artifact."""
+
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+                 mode: str = "latency") -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = cfg.backends.onnxruntime.num_threads
-        options.inter_op_num_threads = 1
+        check_mode(mode)
+        if runtime is None:
+            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
+        check_keys(runtime, RUNTIME_KEYS, "onnxruntime")
         path = Path(artifact_dir) / MODEL_FILE
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        batch_dim = batch_dim_param(path)
+        options = session_options(runtime, batch_dim)
+        count = int(runtime.get("sessions", 1)) if mode == "throughput" else 1
+        if count < 1:
+            raise ConfigError(f"onnxruntime sessions={count}; set it to 1 or more")
+        self.sessions = [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                         for _ in range(count)]
+        self.session = self.sessions[0]
+        self.pool = ThreadPoolExecutor(count) if count > 1 else None
         if self.session.get_providers()[0] != "CPUExecutionProvider":
             raise RuntimeMissingError(f"onnxruntime chose {self.session.get_providers()[0]}, not the CPU provider")
         self.inputs = {i.name: (i.type, i.shape) for i in self.session.get_inputs()}
+        # A fixed batch, in the file or by the `static_batch` override; None when the session takes any batch.
         batch = next(iter(self.inputs.values()))[1][0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         for name, (dtype, _) in self.inputs.items():
             if dtype != "tensor(float)":
                 raise ConfigError(f"{target.name}: input {name!r} is {dtype}, not float32")
-        self.settings = {"provider": "CPUExecutionProvider", "intra_op_num_threads": options.intra_op_num_threads,
+        self.runtime = dict(runtime)
+        self.settings = {"provider": "CPUExecutionProvider", "mode": mode, "runtime": dict(runtime),
+                         "intra_op_num_threads": options.intra_op_num_threads, "static_batch": self.fixed_batch,
                          "execution_precision": graph_precisions(path)}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        check_feeds(feeds, {name: shape for name, (_, shape) in self.inputs.items()})
-        return run_in_chunks(self._run, dict(feeds), self.fixed_batch)
+        check_feeds(feeds, {name: [-1, *shape[1:]] for name, (_, shape) in self.inputs.items()})
+        total = len(next(iter(feeds.values())))
+        if self.pool is None or total == 1:
+            return self._run(self.session, feeds)
+        # Throughput: split the images into one contiguous share per session, run the shares in parallel.
+        bounds = np.linspace(0, total, len(self.sessions) + 1).astype(int)
+        shares = [(s, {n: a[lo:hi] for n, a in feeds.items()})
+                  for s, lo, hi in zip(self.sessions, bounds[:-1], bounds[1:]) if hi > lo]
+        parts = list(self.pool.map(lambda share: self._run(*share), shares))
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.session.run(self.output_names, feeds)
-        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+    def _run(self, session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One session on `feeds`, in chunks of its fixed batch where it has one (pipeline/onnx_io.py)."""
+        def call(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = session.run(self.output_names, part)
+            return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+
+        return run_in_chunks(call, dict(feeds), self.fixed_batch)

@@ -5,11 +5,22 @@ Artifact: `model.xml` + `model.bin` (IR from `openvino.convert_model` + `save_mo
 - fp16: f16 weights (`compress_to_fp16`), hint f16 where the CPU computes in f16 (AVX512_FP16/AMX),
   else f32 compute on the f16 weights;
 - bf16: f32 weights, hint bf16; refused on CPUs without bf16 support;
-- int8: NNCF post-training quantization (`nncf.quantize`) on the calibration set, hint f32 for the
-  layers it leaves in float.
+- int8: NNCF post-training quantization (`nncf.quantize`) on the calibration set; the layers it leaves
+  in float compute in bf16 on CPUs with native bf16 (AVX512_BF16 or AMX; `backends.openvino.int8_float_part`
+  auto), else in f32. Verification judges the result either way.
 Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO computes in bf16 unless
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
 really executes, read from its runtime graph; verification checks them against the target.
+
+Runtime settings (pipeline/runtime.py; a missing key leaves OpenVINO's default, so `{}` with
+`inference_precision_hint: null` is a plain `compile_model(path, "CPU")`):
+- `performance_hint`: `LATENCY` or `THROUGHPUT` (PERFORMANCE_HINT; OpenVINO then picks streams and threads);
+- `inference_num_threads`, `num_streams`, `enable_cpu_pinning`: the CPU plugin's properties of those names;
+- `static_batch`: `Model.reshape` to [static_batch,3,H,W] before compiling, so the plugin compiles
+  static shapes; inputs of another batch run `static_batch` images per request;
+- `inference_precision_hint`: absent: the target's (above); null: OpenVINO's default for the CPU;
+- `requests`: throughput mode only: `AsyncInferQueue` size (0: the compiled model's
+  OPTIMAL_NUMBER_OF_INFER_REQUESTS).
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.onnx_io import run_in_chunks
+from pipeline.runtime import check_keys, check_mode, recorded_runtime
 
 PRECISIONS = BACKENDS["openvino"].precisions
 MODEL_FILE = "model.xml"
+RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
+                "inference_precision_hint", "requests")
 _RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
@@ -43,7 +57,43 @@ def _require_bf16(device: str) -> None:
                                   f"offers {', '.join(capabilities)}; use openvino-fp16 or openvino-int8")
 
 
-def _quantize_int8(model, calibration: np.ndarray, cfg):
+def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_peak_margin: float, split_ratio: float):
+    """NNCF validation for accuracy control: (items, validation_fn). An item is one calibration crop, the
+    float model's decoded keypoints on it and which of them are confident (both SimCC rows with a peak
+    margin of at least `min_peak_margin`, as `verify` gates: pipeline/verify.py); the metric is the crop's
+    diagonal minus the mean drift (px, SimCC bins over `split_ratio`) of the confident keypoints, so the
+    float model scores the diagonal and NNCF's absolute `max_drop` is a drift budget in pixels. (A metric
+    of 0 for the float model would not do: NNCF 3.4 divides by it for the relative drop, even when unused.)
+    Per-sample values rank NNCF's sensitive layers."""
+    import openvino as ov
+
+    from pipeline.decode import simcc_argmax
+    from pipeline.verify import confident_keypoints
+
+    compiled = ov.Core().compile_model(float_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    items = []
+    for i in range(len(calibration)):
+        outputs = {port.any_name: value for port, value in compiled(calibration[i:i + 1]).items()}
+        keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"], split_ratio)
+        items.append((calibration[i:i + 1], keypoints[0], confident_keypoints(outputs, min_peak_margin)[0]))
+
+    diagonal = float(np.hypot(*calibration.shape[2:]))
+
+    def validation_fn(model, data) -> tuple[float, list[float]]:
+        per_sample = []
+        for image, reference, confident in data:
+            outputs = model(image)
+            keypoints, _ = simcc_argmax(outputs["simcc_x"], outputs["simcc_y"], split_ratio)
+            drift = np.linalg.norm(keypoints[0] - reference, axis=-1)[confident]
+            per_sample.append(diagonal - (float(drift.mean()) if drift.size else 0.0))
+        return float(np.mean(per_sample)), per_sample
+
+    return items, validation_fn
+
+
+def _quantize_int8(model, calibration: np.ndarray, cfg, split_ratio: float):
+    """NNCF post-training quantization; with `quantize.openvino_max_drift_px` set, NNCF's accuracy
+    control then returns the layers that move keypoints most to float until the drift is within budget."""
     import nncf
 
     if calibration is None or len(calibration) == 0:
@@ -51,8 +101,28 @@ def _quantize_int8(model, calibration: np.ndarray, cfg):
     prefixes = list(cfg.quantize.keep_float)
     ignored = nncf.IgnoredScope(patterns=[f"{p}.*" for p in prefixes], validate=False) if prefixes else None
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    return nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
-                         preset=nncf.QuantizationPreset.PERFORMANCE)
+    budget = cfg.quantize.openvino_max_drift_px
+    if budget is None:
+        return nncf.quantize(model, dataset, subset_size=len(calibration),
+                             ignored_scope=ignored or nncf.IgnoredScope(), preset=nncf.QuantizationPreset.PERFORMANCE)
+    if budget <= 0:
+        raise ConfigError(f"quantize.openvino_max_drift_px={budget}; set a drift budget in pixels > 0, or null")
+    items, validation_fn = _keypoint_drift_metric(model, calibration, cfg.verify.min_peak_margin, split_ratio)
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget, drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
+        preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
+def _split_ratio(onnx_path: Path) -> float:
+    """The SimCC split ratio the export recorded in the ONNX metadata (pipeline/export.py)."""
+    import onnx
+
+    from pipeline.decode import SIMCC_SPLIT_RATIO
+    from pipeline.onnx_io import get_metadata
+
+    metadata = get_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    return float(metadata.get("simcc_split_ratio", SIMCC_SPLIT_RATIO))
 
 
 def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
@@ -64,51 +134,107 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         _require_bf16(cfg.backends.openvino.device)
     model = ov.convert_model(str(onnx_path))
     if target.precision == "int8":
-        model = _quantize_int8(model, calibration, cfg)
+        model = _quantize_int8(model, calibration, cfg, _split_ratio(onnx_path))
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=target.precision == "fp16")
     return out_dir / MODEL_FILE
 
 
-def precision_hint(precision: str, device: str) -> str:
+INT8_FLOAT_PARTS = ("auto", "f32", "bf16")
+
+
+def precision_hint(precision: str, device: str, int8_float_part: str = "auto") -> str:
+    """INFERENCE_PRECISION_HINT for a target. For int8 it is the precision of the layers NNCF left in
+    float: bf16 where the CPU computes bf16 natively (`int8_float_part` auto or bf16), else f32."""
     if precision == "bf16":
         _require_bf16(device)
         return "bf16"
+    if precision == "int8":
+        if int8_float_part not in INT8_FLOAT_PARTS:
+            raise ConfigError(f"backends.openvino.int8_float_part={int8_float_part!r}; choose {', '.join(INT8_FLOAT_PARTS)}")
+        if int8_float_part == "bf16":
+            _require_bf16(device)
+            return "bf16"
+        return "bf16" if int8_float_part == "auto" and "BF16" in cpu_capabilities(device) else "f32"
     if precision == "fp16" and "FP16" in cpu_capabilities(device):
         return "f16"
     return "f32"
 
 
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    """The settings of an artifact that records none: `backends.openvino` threads, one stream."""
+    check_mode(mode)
+    return {"inference_num_threads": cfg.backends.openvino.num_threads, "num_streams": 1}
+
+
+def compile_properties(runtime: Mapping, hint: str | None) -> dict[str, object]:
+    """CPU plugin properties for `runtime`; `hint` None leaves the precision to OpenVINO."""
+    properties: dict[str, object] = {}
+    if hint is not None:
+        properties["INFERENCE_PRECISION_HINT"] = hint
+    mode = runtime.get("performance_hint")
+    if mode:
+        if mode not in ("LATENCY", "THROUGHPUT"):
+            raise ConfigError(f"openvino performance_hint={mode!r}; choose LATENCY or THROUGHPUT")
+        properties["PERFORMANCE_HINT"] = mode
+    for key, name in (("inference_num_threads", "INFERENCE_NUM_THREADS"), ("num_streams", "NUM_STREAMS"),
+                      ("enable_cpu_pinning", "ENABLE_CPU_PINNING")):
+        if runtime.get(key) is not None:
+            properties[name] = runtime[key]
+    return properties
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    """A compiled model with one infer request (latency) or an AsyncInferQueue (throughput)."""
+
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+                 mode: str = "latency") -> None:
         import openvino as ov
 
+        check_mode(mode)
+        if runtime is None:
+            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
+        check_keys(runtime, RUNTIME_KEYS, "openvino")
         options = cfg.backends.openvino
-        hint = options.inference_precision_hint or precision_hint(target.precision, options.device)
-        if hint not in _RUNTIME_NAMES:
+        if "inference_precision_hint" in runtime:
+            hint = runtime["inference_precision_hint"]
+        else:
+            hint = options.inference_precision_hint or precision_hint(target.precision, options.device,
+                                                                      options.int8_float_part)
+        if hint is not None and hint not in _RUNTIME_NAMES:
             raise ConfigError(f"backends.openvino.inference_precision_hint={hint!r}; choose f32, f16 or bf16, "
                               "or leave it empty to follow the target")
         core = ov.Core()
         path = Path(artifact_dir) / MODEL_FILE
-        self.compiled = core.compile_model(str(path), options.device, {
-            "INFERENCE_PRECISION_HINT": hint,
-            "INFERENCE_NUM_THREADS": options.num_threads,
-            "NUM_STREAMS": 1,
-        })
+        model = core.read_model(str(path))
+        if runtime.get("static_batch"):
+            model.reshape({port.any_name: [int(runtime["static_batch"]), *list(port.get_partial_shape())[1:]]
+                           for port in model.inputs})
+        self.compiled = core.compile_model(model, options.device, compile_properties(runtime, hint))
         self.request = self.compiled.create_infer_request()
+        self.queue = None
+        if mode == "throughput":
+            requests = int(runtime.get("requests", 0)) or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            self.queue = ov.AsyncInferQueue(self.compiled, requests)
         self.inputs = {port.any_name: [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
                        for port in self.compiled.inputs}
         self.output_names = [port.any_name for port in self.compiled.outputs]
         batch = next(iter(self.inputs.values()))[0]
-        self.fixed_batch = batch if batch > 0 else None
+        self.fixed_batch = batch if batch > 0 else None  # in the file or by the `static_batch` reshape
         executed = self.execution_precisions()
         if target.precision == "fp16" and "fp16" not in executed:
             # f32 compute on f16 weights (CPU without f16 arithmetic): report the f16 weights.
-            executed["fp16"] = sum(1 for op in core.read_model(str(path)).get_ops()
+            executed["fp16"] = sum(1 for op in model.get_ops()
                                    if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16)
+        self.runtime = dict(runtime)
         self.settings = {
             "device": options.device,
+            "mode": mode,
+            "runtime": dict(runtime),
             "inference_precision_hint": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
-            "inference_num_threads": options.num_threads,
+            "inference_num_threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
+            "num_streams": int(self.compiled.get_property("NUM_STREAMS")),
+            "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")).split(".")[-1],
+            "static_batch": self.fixed_batch,
             "execution_precision": executed,
         }
 
@@ -121,10 +247,26 @@ class Runner:
                 counts[name] += 1
         return dict(sorted(counts.items()))
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        check_feeds(feeds, self.inputs)
-        return run_in_chunks(self._run, dict(feeds), self.fixed_batch)
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer(feeds)
         return {name: np.asarray(results[name], dtype=np.float32) for name in self.output_names}
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_feeds(feeds, {name: [-1, *shape[1:]] for name, shape in self.inputs.items()})
+        total = len(next(iter(feeds.values())))
+        if self.queue is None or total == 1 or (self.fixed_batch and total % self.fixed_batch):
+            # One request, in chunks of a fixed batch (a short last one padded: pipeline/onnx_io.py).
+            return run_in_chunks(self._infer, dict(feeds), self.fixed_batch)
+        # Throughput: one request per `batch` images (static) or per share of the queue (dynamic), in flight together.
+        step = self.fixed_batch or -(-total // len(self.queue))
+        parts: list[dict[str, np.ndarray]] = [{} for _ in range(0, total, step)]
+
+        def done(request, index: int) -> None:
+            parts[index] = {name: np.array(request.get_tensor(name).data, dtype=np.float32)
+                            for name in self.output_names}
+
+        self.queue.set_callback(done)
+        for index, start in enumerate(range(0, total, step)):
+            self.queue.start_async({name: array[start:start + step] for name, array in feeds.items()}, index)
+        self.queue.wait_all()
+        return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}

@@ -133,8 +133,15 @@ def layer_precisions(engine_information: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+RUNTIME_KEYS: tuple[str, ...] = ()  # the engine fixes its own tactics; no runtime settings to tune
+
+
+def default_runtime(cfg, mode: str = "latency") -> dict:
+    return {}
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg) -> None:
+    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime=None, mode: str = "latency") -> None:
         import tensorrt as trt
         import torch
 
