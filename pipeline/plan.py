@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from pipeline.backends import get_target
 from pipeline.errors import ConfigError
+from pipeline.runtime import TUNE_DIR
 from pipeline.stage_deps import JOB_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
 
 # The weights dependency of a variant without a checkpoint: the code that makes synthetic weights.
@@ -43,7 +44,7 @@ def variant_paths(out_dir: str, variant: str) -> dict[str, str]:
 def job_paths(out_dir: str, variant: str, target: str) -> dict[str, str]:
     root = PurePosixPath(out_dir) / variant
     return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json"),
-            "tune": str(root / "tune" / f"{target}.json")}
+            "tune": str(root / TUNE_DIR / f"{target}.json")}  # pipeline/runtime.py: tune_record
 
 
 # Which backends build INT8 from the shared Q/DQ ONNX, and which calibrate themselves (NNCF).
@@ -206,15 +207,13 @@ def _presets_resolver() -> Any:
 
 
 def _hardware_resolver() -> Any:
-    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT; and
-    under `cpu`, the CPU that tuned runtime settings are measured on."""
+    """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT. (Not the
+    CPU: params.yaml and every CPU artifact are the same on any x86 CPU; the tune record names its machine.)"""
     from pipeline.backends import BACKENDS
-    from pipeline.hardware import cpu_fingerprint, gpu_fingerprint
+    from pipeline.hardware import gpu_fingerprint
 
-    hardware = {name: gpu_fingerprint() if name == "tensorrt" else {"portable": True} for name in BACKENDS}
-    # What tuned runtime settings are bound to (the `tune` stage's param): not the OS, which changes on updates.
-    hardware["cpu"] = {k: v for k, v in cpu_fingerprint().items() if k != "os"}
-    return OmegaConf.create(hardware)
+    return OmegaConf.create({name: gpu_fingerprint() if name == "tensorrt" else {"portable": True}
+                             for name in BACKENDS})
 
 
 def register_resolvers() -> None:

@@ -3,13 +3,14 @@
 The `release@<variant>` stage (last in dvc.yaml) copies every artifact of the variant whose verify
 metrics say `passed`, with its drop-in files (MMDeploy SDK JSON, `rtmlib.zip`), and writes the
 manifest: per target the sha256 of each file, the precision (named and executed), the verification
-figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings recorded
-in its artifact.json (what `tune` measured; pipeline/runtime.py) next to what verify ran, and the
-tool versions. A job that failed, was not built or was left out never appears there; the manifest
+figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings `tune`
+measured (pipeline/runtime.py; written into the shipped artifact.json and detail.json) next to what
+verify ran, and the tool versions. A job that failed, was not built or was left out never appears there; the manifest
 lists it under `withheld` with the reason. Ship from `artifacts/release/`.
 
 The file hashes are the same on every x86 CPU wherever the artifacts are (pipeline/reproduce.py
-compares them one by one); the verification figures are measurements of this machine's kernels.
+compares them one by one) except artifact.json and the SDK files, which carry the tuned runtime
+settings; those and the verification figures are measurements of this machine.
 """
 
 from __future__ import annotations
@@ -50,6 +51,22 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _record_tuned_runtime(copy: Path, artifact: Path, cfg, variant: str) -> dict[str, Any]:
+    """Write the tuned runtime settings of `artifact` into its released `copy`: artifact.json's `runtime`
+    and the SDK files' backend_config (pipeline/dropin.py). Returns the copy's artifact.json."""
+    from pipeline.dropin import write_dropin
+    from pipeline.plan import spec_of
+    from pipeline.runtime import ARTIFACT_META, tuned_runtime
+
+    meta = _metrics(copy / ARTIFACT_META)
+    runtime = tuned_runtime(artifact)
+    if runtime and meta:
+        meta["runtime"] = runtime
+        write_json(copy / ARTIFACT_META, meta)
+        write_dropin(copy, meta["target"], spec_of(cfg, variant), meta.get("onnx_metadata", {}), runtime=runtime)
+    return meta
+
+
 def release(cfg, variant: str) -> Path:
     """Gather the variant's verified artifacts into `<out_dir>/release/<variant>/` (atomically) with the manifest.
 
@@ -70,16 +87,15 @@ def release(cfg, variant: str) -> Path:
                 withheld[target] = reason
                 continue
             shutil.copytree(artifact, tmp / target)
-            meta = _metrics(artifact / "artifact.json")
+            meta = _record_tuned_runtime(tmp / target, artifact, cfg, variant)
             shipped[target] = {
                 "precision": job_entry["precision"],
                 "backend": job_entry["backend"],
                 "files": {str(p.relative_to(tmp / target)): sha256_file(p)
                           for p in sorted((tmp / target).rglob("*")) if p.is_file()},
                 "verification": _summary(metrics),
-                # What a consumer runs it with: the settings `tune` measured and `build` recorded per mode
-                # (pipeline/runtime.py; {} where none were recorded: the backend's defaults), and what
-                # verify's Runner reported running.
+                # What a consumer runs it with: the settings `tune` measured per mode (pipeline/runtime.py;
+                # {} where none were measured: the backend's defaults), and what verify's Runner ran.
                 "runtime_settings": meta.get("runtime") or {},
                 "verified_with": metrics.get("runtime_settings", {}),
                 "tool_versions": meta.get("tool_versions", {}),

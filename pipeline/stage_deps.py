@@ -72,7 +72,7 @@ STAGE_DEPS: dict[str, StageDeps] = {
         ("stages/quantize.py", "pipeline/steps.py", "pipeline/quantize.py")),
     "tune": StageDeps(
         "jobs", ("plan.variants.{variant}.spec", "tune", "quantize.keep_float", "quantize.openvino_max_drift_px",
-                 "verify.min_peak_margin", "backends.{backend}", "hardware.cpu"),
+                 "verify.min_peak_margin", "backends.{backend}"),
         ("stages/tune.py", "pipeline/steps.py", "pipeline/tune.py", "pipeline/benchmark.py", "pipeline/timing.py",
          "pipeline/runtime.py", "pipeline/hardware.py", "pipeline/backends/__init__.py",
          "pipeline/backends/{backend}.py", "pipeline/fp16.py", "pipeline/onnx_io.py", "pipeline/decode.py",
@@ -89,7 +89,7 @@ STAGE_DEPS: dict[str, StageDeps] = {
          "pipeline/spec.py", "pipeline/onnx_io.py", "pipeline/backends/common.py", "pipeline/backends/{backend}.py",
          "pipeline/runtime.py")),
     "benchmark": StageDeps(
-        "variants", ("benchmark", "hardware.cpu", "verify.tolerances", "verify.min_peak_margin", *SPEC),
+        "variants", ("benchmark", "verify.tolerances", "verify.min_peak_margin", *SPEC),
         ("stages/benchmark.py", "pipeline/steps.py", "pipeline/benchmark.py", "pipeline/timing.py", "pipeline/peers.py",
          "pipeline/runtime.py", "pipeline/hardware.py", "pipeline/backends", "pipeline/verify.py", "pipeline/decode.py",
          "pipeline/onnx_io.py", "pipeline/spec.py")),
@@ -104,8 +104,8 @@ STAGE_DEPS: dict[str, StageDeps] = {
          "pipeline/decode.py", "pipeline/keypoints.py", "pipeline/backends", "pipeline/data", "pipeline/spec.py",
          "pipeline/plan.py")),
     "release": StageDeps(
-        "variants", ("plan.left_out",),
-        ("stages/release.py", "pipeline/release.py")),
+        "variants", ("plan.left_out", *SPEC),
+        ("stages/release.py", "pipeline/release.py", "pipeline/dropin.py", "pipeline/runtime.py")),
 }
 VARIANT_STAGES = tuple(name for name, s in STAGE_DEPS.items() if s.section not in ("jobs", None))
 JOB_STAGES = tuple(name for name, s in STAGE_DEPS.items() if s.section == "jobs")

@@ -131,7 +131,8 @@ def _job_sources(cfg: RunConfig, entry: dict) -> tuple[Path, np.ndarray | None]:
 
 
 def tune(cfg: RunConfig, job: str) -> dict:
-    """Measure the target's runtime settings (pipeline/tune.py) and write the record `build` reads."""
+    """Measure the target's runtime settings (pipeline/tune.py) and write the record that verify, the
+    benchmark, infer and release read (pipeline/runtime.py: recorded_runtime)."""
     from pipeline.tune import tune as run_tune
 
     entry = _job_entry(cfg, job)
@@ -145,13 +146,13 @@ def tune(cfg: RunConfig, job: str) -> dict:
 
 
 def build(cfg: RunConfig, job: str) -> Path:
-    """Build one target's artifact from its ONNX (simplified or Q/DQ), with its metadata and the runtime
-    settings the `tune` stage chose (none if it has not run)."""
+    """Build one target's artifact from its ONNX (simplified or Q/DQ), with its metadata. The runtime
+    settings `tune` measures stay beside it (pipeline/runtime.py says why); `release` records them."""
     entry = _job_entry(cfg, job)
     target = backends.get_target(entry["target"])
     module = backends.get(target.backend)
     source, calibration_set = _job_sources(cfg, entry)
-    runtime = read_metrics(entry["tune"]).get("chosen", {}) if entry.get("tune") else {}
+    runtime: dict = {}  # the backend's defaults until released with the tuned settings
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
         module.build(source, target, cfg, tmp, calibration=calibration_set)
         write_json(tmp / ARTIFACT_META, {

@@ -1,5 +1,7 @@
-"""The `tune` step (pipeline/tune.py) and how `build` records its choice: the grid, the choice rule,
-a real search on the seeded rtmpose-t with few calls, and the settings in artifact.json and detail.json."""
+"""The `tune` step (pipeline/tune.py) and where its choice goes: the grid, the choice rule, a real search
+on the seeded rtmpose-t with few calls; the built artifact stays the backend's defaults (the same bytes
+on any CPU), every Runner of it runs the tuned settings, and the release records them in artifact.json
+and detail.json."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def test_choose_keeps_a_plainer_setting_within_min_gain():
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """tune -> build for onnxruntime-fp32 on the seeded rtmpose-t, with a tiny measured grid."""
+    """build -> tune for onnxruntime-fp32 on the seeded rtmpose-t, with a tiny measured grid."""
     from pipeline import steps
 
     out = tmp_path_factory.mktemp("tune")
@@ -58,8 +60,8 @@ def tuned(tmp_path_factory):
     steps.reference(cfg, VARIANT)
     steps.export(cfg, VARIANT)
     steps.simplify(cfg, VARIANT)
-    record = steps.tune(cfg, job)
     steps.build(cfg, job)
+    record = steps.tune(cfg, job)
     return cfg, job, record
 
 
@@ -74,19 +76,34 @@ def test_tune_measures_every_setting_and_chooses_one_of_them(tuned):
     assert record["machine"]["cpu"] and record["job"] == job
 
 
-def test_build_records_the_chosen_settings_and_the_runner_uses_them(tuned):
+def test_the_built_artifact_is_portable_and_its_runner_uses_the_tuned_settings(tuned):
     from pipeline import backends
 
     cfg, job, record = tuned
     artifact = Path(cfg.plan["jobs"][job]["artifact"])
-    assert json.loads((artifact / "artifact.json").read_text())["runtime"] == record["chosen"]
-    backend = json.loads((artifact / "detail.json").read_text())["backend_config"]
+    assert json.loads((artifact / "artifact.json").read_text())["runtime"] == {}  # no measurement in the build
+    assert "runtime" not in json.loads((artifact / "detail.json").read_text())["backend_config"]
+    target = backends.get_target("onnxruntime-fp32")
+    runner = backends.get("onnxruntime").Runner(artifact, target, cfg)
+    assert runner.settings["runtime"] == record["chosen"]["latency"]  # read from the tune record beside it
+
+
+def test_the_release_records_the_tuned_settings(tuned):
+    from pipeline import backends, steps
+    from pipeline.release import release
+
+    cfg, job, record = tuned
+    steps.verify(cfg, job)
+    shipped = release(cfg, VARIANT) / "onnxruntime-fp32"
+    assert json.loads((shipped / "artifact.json").read_text())["runtime"] == record["chosen"]
+    backend = json.loads((shipped / "detail.json").read_text())["backend_config"]
     assert backend["runtime"] == record["chosen"]
     if record["chosen"]["latency"].get("static_batch"):
         assert backend["model_inputs"] == [{"opt_shapes": {"input": [1, 3, 256, 192]}}]
-    target = backends.get_target("onnxruntime-fp32")
-    runner = backends.get("onnxruntime").Runner(artifact, target, cfg)
-    assert runner.settings["runtime"] == record["chosen"]["latency"]
+    manifest = json.loads((shipped.parent / "manifest.json").read_text())
+    assert manifest["targets"]["onnxruntime-fp32"]["runtime_settings"] == record["chosen"]
+    runner = backends.get("onnxruntime").Runner(shipped, backends.get_target("onnxruntime-fp32"), cfg)
+    assert runner.settings["runtime"] == record["chosen"]["latency"]  # no tune record beside it: artifact.json
 
 
 def test_verify_runs_both_recorded_modes(tuned):
