@@ -69,7 +69,7 @@ def time_alone(candidate: Candidate, config_path: Path, input_hw, warmup: int, c
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
-    parser.add_argument("--variant", help="default: the model of params.yaml")
+    parser.add_argument("--variant", help="default: the plan's first variant (the model of params.yaml)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=60, help="timed calls per alone run")
     parser.add_argument("--limit", type=float, default=0.10)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     cfg = load_config(params_file=args.params)
-    variant = args.variant or cfg.model.name
+    variant = args.variant or next(iter(cfg.plan["variants"]))  # the plan's first: the model of params.yaml
     entry = cfg.plan["variants"][variant]
     input_hw = spec_of(cfg, variant).input_hw
     candidates = [Candidate(cfg.plan["jobs"][j]["target"], "target", cfg.plan["jobs"][j]["target"],
