@@ -15,7 +15,9 @@ Each output is judged by one rule, printed in front of it (issue 13):
   target precision's tolerance.
 - `verdict` (verify metrics): the errors are measured with this CPU's kernels; the pass/fail verdict
   must be the same.
-- `measured` (benchmark, report, evaluate): timings and scores of this machine; not compared.
+- `measured` (tune, benchmark, report, evaluate): timings and scores of this machine; not compared.
+- `release`: the same targets shipped, each file by its artifact's rule, except the files that carry
+  the tuned runtime settings (artifact.json, the SDK's detail.json and rtmlib.zip, which holds one).
 - `left out`: planned where dvc.lock was written but not on this host (the plan's `left_out` says why).
 A differing hash is looked up in the DVC cache of this repository (`dvc pull` fetches it) to compare
 numerically. Exit 0 when every output passes its rule, 1 otherwise.
@@ -42,6 +44,7 @@ RULES = {
     "reference": ("float-outputs", "PyTorch outputs of this CPU's float kernels"),
     "quantize": ("calibrated", "Q/DQ scales from calibration statistics of this CPU's float kernels"),
     "verify": ("verdict", "errors measured with this CPU's kernels"),
+    "tune": ("measured", "runtime settings chosen by timings of this machine"),
     "benchmark": ("measured", "latency timings are measurements"),
     "report": ("measured", "shows the benchmark timings"),
     "evaluate": ("measured", "AP measured with this CPU's kernels"),
@@ -149,18 +152,23 @@ def compare_outputs(committed: Path, rebuilt: Path, job: dict | None, precision:
     return ok, f"outputs max|Δ| {diff:.3g} ({'within' if ok else 'beyond'} the {precision} tolerance)"
 
 
+# Shipped files that record the tuned runtime settings (pipeline/release.py): measurements of the machine.
+TUNED_FILES = ("artifact.json", "detail.json", "rtmlib.zip")  # the zip holds a detail.json
+
+
 def compare_release(committed: Path, rebuilt: Path) -> tuple[bool, str]:
-    """Same targets shipped, and every shipped file identical except those of int8 targets (calibrated);
-    the manifest's verification figures are measurements and are not compared."""
+    """Same targets shipped, and every shipped file identical except those of int8 targets (calibrated)
+    and TUNED_FILES; the manifest's verification figures are measurements and are not compared."""
     manifests = [json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in (committed, rebuilt)]
     targets = [m["targets"] for m in manifests]
     if set(targets[0]) != set(targets[1]):
         return False, f"shipped {sorted(targets[0])} as committed, {sorted(targets[1])} here"
     differ = [f"{t}/{name}" for t, entry in targets[1].items() if entry["precision"] != "int8"
-              for name, digest in entry["files"].items() if targets[0][t]["files"].get(name) != digest]
+              for name, digest in entry["files"].items()
+              if Path(name).name not in TUNED_FILES and targets[0][t]["files"].get(name) != digest]
     if differ:
         return False, f"files differ: {', '.join(differ[:5])}"
-    return True, f"{len(targets[1])} targets shipped, every non-int8 file identical"
+    return True, f"{len(targets[1])} targets shipped, every non-int8 file identical but the tuned settings"
 
 
 def verdict(committed: Path, rebuilt: Path) -> tuple[bool, str]:

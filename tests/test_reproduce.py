@@ -164,3 +164,23 @@ def test_a_plan_that_differs_in_more_than_the_host_is_refused_and_kept(repo_copy
     with pytest.raises(SystemExit, match="not what `python -m pipeline.params` composes here"):
         host_plan(repo_copy)
     assert yaml.safe_load((repo_copy / "params.yaml").read_text(encoding="utf-8")) == elsewhere
+
+
+def test_tuned_settings_are_measurements_and_the_release_is_compared_without_them(tmp_path):
+    """tune records and the shipped files that carry them differ by machine; every other shipped file may not."""
+    from pipeline.reproduce import compare_release, output_rule
+
+    assert output_rule("tune@v.openvino-fp32")[0] == "measured"
+    assert output_rule("build@v.openvino-fp32")[0] == "identical"
+
+    def manifest(folder: Path, files: dict[str, str]) -> Path:
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps(
+            {"targets": {"openvino-fp32": {"precision": "fp32", "files": files}}}))
+        return folder
+
+    committed = manifest(tmp_path / "a", {"model.xml": "1", "artifact.json": "2", "detail.json": "3", "rtmlib.zip": "4"})
+    retuned = manifest(tmp_path / "b", {"model.xml": "1", "artifact.json": "x", "detail.json": "y", "rtmlib.zip": "z"})
+    assert compare_release(committed, retuned)[0]
+    changed = manifest(tmp_path / "c", {"model.xml": "9", "artifact.json": "2", "detail.json": "3", "rtmlib.zip": "4"})
+    assert compare_release(committed, changed) == (False, "files differ: openvino-fp32/model.xml")
