@@ -108,7 +108,8 @@ def tune(onnx_path: Path, target_name: str, run_cfg, input_hw, calibration=None)
     if not run_cfg.tune.enabled or not runtime_grid(target.backend, "latency", run_cfg.tune):
         note = ("tune.enabled is false" if not run_cfg.tune.enabled
                 else f"{target.backend} has no runtime settings to tune")
-        return {"target": target_name, "chosen": {}, "measured": {}, "machine": machine(), "method": {"note": note}}
+        # Nothing measured, so nothing of the machine: the record is the same wherever it is written.
+        return {"target": target_name, "chosen": {}, "measured": {}, "method": {"note": note}}
     module = backends.get(target.backend)
     with tempfile.TemporaryDirectory(prefix=f"tune-{target_name}-") as scratch:
         module.build(onnx_path, target, run_cfg, Path(scratch), calibration=calibration)
