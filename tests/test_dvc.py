@@ -72,14 +72,14 @@ def test_second_repro_reruns_nothing(reproduced, repo, tmp_path):
 
 def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, repo, tmp_path):
     """Stages list their sources through their stage-deps file (pipeline/stage_deps.py): an edit to one
-    backend's module reruns `stage-deps`, then that backend's build and verify only."""
+    backend's module reruns `stage-deps`, then that backend's tune, build and verify only."""
     clone = workspace_clone(repo, tmp_path / "clone")
     dvc("repro", "verify", root=clone)  # the fixture's plan, whatever experiment the workspace held
     module = clone / "pipeline" / "backends" / "openvino.py"
     module.write_text(module.read_text() + "\n# an edit that changes no behaviour\n")
     log = StageLog(tmp_path / "stages.log")
     dvc("repro", "verify", root=clone, log=log)
-    assert set(log.stages()) == {"stage-deps", f"build@{VARIANT}.openvino-fp32", f"verify@{VARIANT}.openvino-fp32"}
+    assert set(log.stages()) == {"stage-deps", *(f"{stage}@{VARIANT}.openvino-fp32" for stage in ("tune", "build", "verify"))}
 
 
 def test_exp_run_composes_conf_through_hydra(reproduced, repo, tmp_path):
