@@ -158,10 +158,13 @@ def metrics_rows(checkout: Path) -> list[str]:
     return sorted(line for line in (checkout / "metrics.md").read_text().splitlines() if line.startswith("| artifacts/"))
 
 
-def restore(origin: Path, remote: Path, first: Path, scratch: Path) -> Path:
+def restore(origin: Path, remote: Path, first: Path, scratch: Path, lock: bool = True) -> Path:
     """A fresh clone runs the workflow against the remote `first` filled: no stage command runs, and every
-    output (artifacts/) is that of `first`. Returns the clone."""
+    output (artifacts/) is that of `first`. `lock=False`: the clone's dvc.lock is removed first (a lock that
+    names none of these outputs). Returns the clone."""
     checkout = clone_of(origin, scratch / "checkout")
+    if not lock:
+        (checkout / "dvc.lock").unlink()
     log = StageLog(scratch / "stages.log")
     run = run_job(checkout, contexts_for(str(remote)), log, scratch / "runner")
     assert run.failed is None, run.describe()
@@ -172,9 +175,12 @@ def restore(origin: Path, remote: Path, first: Path, scratch: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_workflow_runs_and_fresh_clones_restore_everything_without_running_a_stage(origin, tmp_path):
-    """The first run builds everything into an empty remote. A second clone restores from it as the project is
-    committed (its dvc.lock need not match this machine's outputs: the run-cache finds them), and a third one
-    after dvc.lock and params.yaml of the first run were committed (the lock names every output)."""
+    """The first run builds everything into an empty remote. A second clone restores from it without a dvc.lock
+    (the run-cache finds every stage by its command and dependencies), and a third one after dvc.lock and
+    params.yaml of the first run were committed (the lock names every output).
+
+    Not a clone with the lock as committed here: that lock names this machine's tune records, measurements
+    that only a `dvc push` from here would put in the remote (the first run measures its own)."""
     remote = tmp_path / "remote"
     remote.mkdir()
     first = clone_of(origin, tmp_path / "first")
@@ -188,7 +194,7 @@ def test_the_workflow_runs_and_fresh_clones_restore_everything_without_running_a
     assert set(status(first)) <= {"train-demo"}, status(first)  # up to date (train-demo: frozen, never reproduced)
     assert remote_objects(remote) and len(run_cache(remote)) >= len(set(ran))  # outputs and run-cache pushed
 
-    second = restore(origin, remote, first, tmp_path / "second")
+    second = restore(origin, remote, first, tmp_path / "second", lock=False)
     assert metrics_rows(first) and metrics_rows(second) == metrics_rows(first)  # the same table on the pull request
 
     for name in ("dvc.lock", "params.yaml"):
