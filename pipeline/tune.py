@@ -6,7 +6,8 @@ setting, alternating blocks) on the artifact as `build` makes it, built here int
 by the same backend `build` function. The fastest setting wins, but a later (less plain) one must
 beat the best earlier one by `tune.min_gain`, so timing noise does not flip the choice between
 near-equal settings from one run to the next. The record, with every measured figure and the machine,
-is the stage's output; `build` copies `chosen` into artifact.json and the SDK files.
+is the stage's output, beside the artifact (pipeline/runtime.py: every Runner of the artifact reads
+`chosen`); `release` copies it into the shipped artifact.json and SDK files.
 
 Grids (threads: 1 and every usable core; "static": the batch fixed to 1 before compilation):
 - onnxruntime latency: {threads} x {dynamic, static}; throughput: one session with every thread on

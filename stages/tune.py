@@ -1,4 +1,4 @@
-"""DVC stage `tune@<job>`: measure the target's runtime settings; `build` records the chosen ones."""
+"""DVC stage `tune@<job>`: measure the target's runtime settings; Runners read the record, `release` ships it."""
 
 from pipeline import steps
 from pipeline.cli import run_stage
