@@ -67,3 +67,14 @@ def check_keys(runtime: Mapping[str, Any], allowed: Iterable[str], backend: str)
     unknown = sorted(set(runtime) - set(allowed))
     if unknown:
         raise ConfigError(f"{backend} runtime settings {unknown} are unknown; use {', '.join(sorted(allowed))}")
+
+
+def resolve_runtime(artifact_dir: str | Path, mode: str, runtime: Mapping[str, Any] | None, default: Mapping[str, Any],
+                    allowed: Iterable[str], backend: str) -> Mapping[str, Any]:
+    """The settings a Runner runs with: `runtime` if given, else the recorded ones (`recorded_runtime`),
+    else `default` (the backend's `default_runtime`). Raises ConfigError for an unknown mode or key."""
+    check_mode(mode)
+    if runtime is None:
+        runtime = recorded_runtime(artifact_dir, mode) or default
+    check_keys(runtime, allowed, backend)
+    return runtime

@@ -87,6 +87,14 @@ def t_onnx(t_cfg, t_model, t_variant, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def ort_dir(t_onnx, tmp_path_factory) -> Path:
+    """An onnxruntime artifact folder of `t_onnx` that records no runtime settings (read only)."""
+    folder = tmp_path_factory.mktemp("ort")
+    shutil.copyfile(t_onnx, folder / "model.onnx")
+    return folder
+
+
 # The committed demo checkpoint: a trained rtmpose-t whose SimCC outputs have clear peaks. Tests that compare
 # keypoints across runtimes use it; synthetic weights give flat outputs whose argmax any rounding can move.
 DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / f"{VARIANT}_demo.pth"

@@ -4,7 +4,6 @@ only what the figures are and how they are made (that is benchmarks/harness_vs_a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,6 @@ from pipeline.hardware import ISA_FLAGS, cpu_fingerprint
 from pipeline.steps import headline
 
 QUICK = BenchmarkConfig(warmup=1, calls=3, blocks=2, settle_s=0.0, throughput_images=2, throughput_rounds=1)
-
-
-@pytest.fixture(scope="module")
-def ort_dir(t_onnx, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ort")
-    shutil.copyfile(t_onnx, folder / "model.onnx")
-    return folder
 
 
 @pytest.fixture(scope="module")

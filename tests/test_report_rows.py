@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.report import file_stem
 from pipeline.report.render import md_text, render_html, render_markdown
-from pipeline.report.rows import Row, VariantInfo, VariantReport, candidates, headline, pareto_front, recommend
+from pipeline.report.rows import (Row, VariantInfo, VariantReport, candidates, headline, mark_pareto_and_recommended,
+                                  pareto_front, recommend)
 
 
 def _row(target: str, status: str, latency: float | None, drift: float | None, kind: str = "target") -> Row:
@@ -86,12 +87,7 @@ def _variant(name: str, rows: list[Row], peers: list[Row]) -> VariantReport:
         row.variant = name
     info = VariantInfo(name, "demo checkpoint x.pth, sha256 ab", False, [], {"onnxruntime": {"1.2": ["a"]}},
                        "benchmarked in blocks", 11, "coco17", ["nose", "left_eye"], {"cpu": "test CPU", "cores": "2"})
-    front = pareto_front((r.target, r.latency_ms_median, r.drift_px) for r in candidates(rows))
-    for row in rows:
-        row.pareto = row.target in front
-    top = headline(rows, peers)
-    if top:
-        top.recommended.recommended = True
+    top = mark_pareto_and_recommended(rows, peers)
     return VariantReport(info, rows, peers, {"latency_ms_median": {"fast"}}, top,
                          {"latency_drift": f"figures/latency_drift_{name}.png"})
 

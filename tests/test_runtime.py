@@ -20,13 +20,6 @@ ORT, OV = get_target("onnxruntime-fp32"), get_target("openvino-fp32")
 
 
 @pytest.fixture(scope="module")
-def ort_dir(t_onnx, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ort")
-    shutil.copyfile(t_onnx, folder / "model.onnx")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def ov_dir(t_onnx, tmp_path_factory) -> Path:
     import openvino as ov
 

@@ -46,7 +46,7 @@ from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.io import write_json
-from pipeline.runtime import check_keys, check_mode, recorded_runtime
+from pipeline.runtime import check_mode, resolve_runtime
 
 PRECISIONS = BACKENDS["ncnn"].precisions
 TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
@@ -242,10 +242,7 @@ class Runner:
                  mode: str = "latency") -> None:
         if target.precision not in PRECISIONS:
             raise ConfigError(f"targets: ncnn cannot run precision {target.precision!r}")
-        check_mode(mode)
-        if runtime is None:
-            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
-        check_keys(runtime, RUNTIME_KEYS, "ncnn")
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "ncnn")
         num_threads = int(runtime.get("num_threads", cfg.backends.ncnn.num_threads))
         if num_threads < 1:
             raise ConfigError(f"ncnn num_threads={num_threads}; set it to 1 or more")

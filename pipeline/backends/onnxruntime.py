@@ -37,7 +37,7 @@ from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.fp16 import convert_fp16
 from pipeline.onnx_io import run_in_chunks
 from pipeline.quantize import activations_to_uint8, float_nodes
-from pipeline.runtime import check_keys, check_mode, recorded_runtime
+from pipeline.runtime import check_mode, resolve_runtime
 
 PRECISIONS = BACKENDS["onnxruntime"].precisions
 MODEL_FILE = "model.onnx"
@@ -120,10 +120,7 @@ class Runner:
                  mode: str = "latency") -> None:
         import onnxruntime as ort
 
-        check_mode(mode)
-        if runtime is None:
-            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
-        check_keys(runtime, RUNTIME_KEYS, "onnxruntime")
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "onnxruntime")
         path = Path(artifact_dir) / MODEL_FILE
         batch_dim = batch_dim_param(path)
         options = session_options(runtime, batch_dim)

@@ -35,7 +35,7 @@ from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
 from pipeline.errors import ConfigError, RuntimeMissingError
 from pipeline.onnx_io import run_in_chunks
-from pipeline.runtime import check_keys, check_mode, recorded_runtime
+from pipeline.runtime import check_mode, resolve_runtime
 
 PRECISIONS = BACKENDS["openvino"].precisions
 MODEL_FILE = "model.xml"
@@ -190,10 +190,7 @@ class Runner:
                  mode: str = "latency") -> None:
         import openvino as ov
 
-        check_mode(mode)
-        if runtime is None:
-            runtime = recorded_runtime(artifact_dir, mode) or default_runtime(cfg, mode)
-        check_keys(runtime, RUNTIME_KEYS, "openvino")
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "openvino")
         options = cfg.backends.openvino
         if "inference_precision_hint" in runtime:
             hint = runtime["inference_precision_hint"]

@@ -91,21 +91,28 @@ def _unplotted_note(fig, unplotted: list[str]) -> None:
                  fontsize=7, color="#57606a")
 
 
-def latency_drift_figure(rows: list[Row], title: str):
-    """The trade-off a user picks from: batch-1 latency against mean keypoint drift, one point per target."""
+def _latency_drift_axes(title: str, xlabel: str, unplotted: list[str]):
+    """A figure and axes for latency (x, ms) against mean keypoint drift (y, px); call inside plot_style()."""
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(5.8, 4.0), dpi=PLOT_DPI)
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.17 if unplotted else 0.13)
+    ax.set_title(title)
+    ax.grid(True)
+    ax.set_axisbelow(True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean keypoint drift vs reference (px)")
+    return fig, ax
+
+
+def latency_drift_figure(rows: list[Row], title: str):
+    """The trade-off a user picks from: batch-1 latency against mean keypoint drift, one point per target."""
     points = [r for r in rows if r.latency_ms_median is not None and r.drift_px is not None]
     unplotted = [r.target for r in rows if r.status in ("passed", "failed") and r not in points]
     with plot_style():
-        fig = Figure(figsize=(5.8, 4.0), dpi=PLOT_DPI)
-        ax = fig.subplots()
-        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.17 if unplotted else 0.13)
-        ax.set_title(title)
-        ax.grid(True)
-        ax.set_axisbelow(True)
-        ax.set_xlabel("latency, batch 1, median (ms)   ·   lower left is faster and closer to the reference")
-        ax.set_ylabel("mean keypoint drift vs reference (px)")
+        fig, ax = _latency_drift_axes(
+            title, "latency, batch 1, median (ms)   ·   lower left is faster and closer to the reference", unplotted)
         if points:
             xmax = max(r.latency_ms_median for r in points) * 1.2
             ymax = max(max(r.drift_px for r in points) * 1.3, 0.5)
@@ -156,22 +163,13 @@ def pareto_figure(rows: list[Row], peers: list[Row], title: str):
     """Latency against drift over every timed target and peer baseline, with the Pareto front of the
     verified targets (`Row.pareto`) as a staircase and the recommended artifact ringed. A peer without a
     measured drift is a dashed vertical line at its latency."""
-    from matplotlib.figure import Figure
-
     points = [r for r in rows if r.status in ("passed", "failed")
               and r.latency_ms_median is not None and r.drift_px is not None]
     unplotted = [r.target for r in rows if r.status in ("passed", "failed") and r not in points]
     peer_points = [p for p in peers if p.latency_ms_median is not None and p.drift_px is not None]
     peer_lines = [p for p in peers if p.latency_ms_median is not None and p.drift_px is None]
     with plot_style():
-        fig = Figure(figsize=(5.8, 4.0), dpi=PLOT_DPI)
-        ax = fig.subplots()
-        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.17 if unplotted else 0.13)
-        ax.set_title(title)
-        ax.grid(True)
-        ax.set_axisbelow(True)
-        ax.set_xlabel("latency, batch 1, median (ms)")
-        ax.set_ylabel("mean keypoint drift vs reference (px)")
+        fig, ax = _latency_drift_axes(title, "latency, batch 1, median (ms)", unplotted)
         if not points and not peer_points and not peer_lines:
             ax.text(0.5, 0.5, "nothing to plot: no target or peer has a benchmark and a keypoint drift",
                     transform=ax.transAxes, ha="center", va="center", color="#57606a")

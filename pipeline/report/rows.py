@@ -325,15 +325,22 @@ def counts(rows: list[Row]) -> dict[str, int]:
     return {status: sum(r.status == status for r in rows if r.kind == "target") for status in STATUSES}
 
 
-def variant_report(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantReport:
-    """The variant's rows with its peers, best values, Pareto flags and recommended artifact set."""
-    peers = collect_peers(cfg, variant)
+def mark_pareto_and_recommended(rows: list[Row], peers: list[Row]):
+    """Set `Row.pareto` on the targets of the Pareto front and `recommended` on the headline's artifact;
+    return the headline (None without a verified, timed target)."""
     front = pareto_front((r.target, r.latency_ms_median, r.drift_px) for r in candidates(rows))
     for row in rows:
         row.pareto = row.target in front
     top = headline(rows, peers)
     if top:
         top.recommended.recommended = True
+    return top
+
+
+def variant_report(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantReport:
+    """The variant's rows with its peers, best values, Pareto flags and recommended artifact set."""
+    peers = collect_peers(cfg, variant)
+    top = mark_pareto_and_recommended(rows, peers)
     best = {"size_mb": best_values(rows, "size_mb", False),
             "latency_ms_median": best_values(rows, "latency_ms_median", False),
             "speedup": best_values(rows, "speedup", True),
