@@ -18,7 +18,7 @@ to a fresh git repository with this checkout's `.dvc/config`):
    same folder of a variant built for real (so `simplified/` holds 2 files, `onnxruntime-fp32/` 6).
    `dvc commit -f` then records their hashes in dvc.lock, as a run would have. The frozen
    `train-demo` stage is left as it is (its checkpoint is committed to git). `stage-deps` (each
-   stage's params and source hashes, pipeline/stage_deps.py) always runs for real.
+   stage's params and source hashes, pipeline/planning/stage_deps.py) always runs for real.
 
 The placeholders are honest for this measurement: a no-op status or repro compares each stage's
 dvc.yaml entry, dependencies, params and outputs with dvc.lock; it hashes a file only when its size,

@@ -4,7 +4,7 @@
 
 For every built target of the variant (its recorded runtime settings), and the peers with --peers,
 in the same run and alternating so that drift on the machine hits both sides alike:
-- harness: `pipeline.benchmark.measure` with the configured `benchmark` settings, every candidate in
+- harness: `pipeline.measure.benchmark.measure` with the configured `benchmark` settings, every candidate in
   its own worker, blocks alternating across candidates;
 - alone: a fresh Python process that loads only that artifact with the same Runner and settings,
   runs `warmup` calls and times `calls` consecutive batch-1 calls, and exits, with nothing else
@@ -29,10 +29,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.benchmark import Candidate, machine, measure  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.io import read_npz, write_json  # noqa: E402
-from pipeline.plan import spec_of  # noqa: E402
+from pipeline.core.io import read_npz, write_json  # noqa: E402
+from pipeline.measure.benchmark import Candidate, machine, measure  # noqa: E402
+from pipeline.planning.plan import spec_of  # noqa: E402
+from pipeline.run.configure import load_config
 
 ALONE = """
 import json, sys, time
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=60, help="timed calls per alone run")
     parser.add_argument("--limit", type=float, default=0.10)
-    parser.add_argument("--peers", action="store_true", help="include the peers (pipeline/peers.py)")
+    parser.add_argument("--peers", action="store_true", help="include the peers (pipeline/measure/peers.py)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     import yaml
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     before = machine()
     with tempfile.TemporaryDirectory(prefix="harness-vs-alone-") as scratch:
         if args.peers:
-            from pipeline.peers import build_peers
+            from pipeline.measure.peers import build_peers
 
             calibration = Path(entry["calibration"])
             candidates += build_peers(Path(entry["export"]), read_npz(calibration)["input"] if calibration.is_file()

@@ -4,7 +4,7 @@
     python -m pipeline model.checkpoint=my_rtmpose.pth out_dir=/tmp/out
     python -m pipeline -m model=rtmpose-t_coco17_256x192,rtmpose-s_coco17_256x192 targets=[openvino-fp32]
 
-Every target is built and verified even if an earlier one fails (pipeline/chain.py); the exit code
+Every target is built and verified even if an earlier one fails (pipeline/run/chain.py); the exit code
 is non-zero if any job failed, if nothing could be built, or, in a sweep, if any sweep job failed.
 """
 
@@ -15,7 +15,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.plan import register_resolvers
+from pipeline.core.errors import PipelineError
+from pipeline.planning.plan import register_resolvers
+from pipeline.report import build_report, report_dir, summary_line
+from pipeline.run.chain import FAILED, nothing_built, run_chain
+from pipeline.run.configure import validate
+from pipeline.run.sweep import run_isolated, write_results
 
 register_resolvers()
 
@@ -27,17 +32,12 @@ def main(raw: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from pipeline.chain import FAILED, nothing_built, run_chain
-    from pipeline.config import validate
-    from pipeline.errors import PipelineError
-    from pipeline.sweep import run_isolated, write_results
 
     hydra_cfg = HydraConfig.get()
     start = time.perf_counter()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         results = run_isolated(raw, hydra_cfg.runtime.output_dir)  # a fresh process per job: nothing leaks between sweep jobs
     else:
-        from pipeline.report import build_report, report_dir, summary_line
 
         try:
             cfg = validate(raw)

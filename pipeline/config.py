@@ -1,9 +1,7 @@
-"""Config schemas (dataclasses) and the one way to obtain a validated config.
+"""Config schemas (dataclasses), merging a composed config into them, and composing `conf/` with Hydra.
 
-Two doors, one code path (STYLE.md): run by hand, an entry point composes `conf/` with Hydra's
-compose API and the user's overrides; under `dvc repro` it reads the composed `params.yaml`.
-Either way the result is merged into `RunConfig`, so a misspelled key or a wrong type fails
-before any work starts, with the key named.
+The validated `RunConfig` is obtained in one place, `pipeline.run.configure.load_config` (which also
+derives the plan). Every default lives in these dataclasses; `conf/` only selects and overrides.
 """
 
 from __future__ import annotations
@@ -13,11 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.model.presets import preset_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -26,7 +27,7 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 @dataclass
 class ModelConfig:
-    """The model to convert: a file that describes itself, or a released preset (pipeline/describe.py)."""
+    """The model to convert: a file that describes itself, or a released preset (pipeline/sources/describe.py)."""
 
     preset: Optional[str] = None  # rtmpose-<scale>_<keypoints>_<H>x<W>; with a file, a claim checked against it
     checkpoint: Optional[str] = None  # .pth, .onnx, or MMDeploy SDK folder/.zip; None: preset with synthetic weights
@@ -57,7 +58,7 @@ class SimplifyConfig:
 
 @dataclass
 class Tolerance:
-    """Limits of one precision (pipeline/verify.py applies them). `scale` is an output's max |reference|
+    """Limits of one precision (pipeline/check/verify.py applies them). `scale` is an output's max |reference|
     over the golden inputs, so every elementwise limit follows the model's logit size."""
 
     # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
@@ -77,11 +78,11 @@ class Tolerance:
 
 @dataclass
 class VerifyConfig:
-    num_figures: int = 4  # procedural figure crops (pipeline/demo/figures.py) after the photo crops
+    num_figures: int = 4  # procedural figure crops (pipeline/inputs/figures.py) after the photo crops
     num_random: int = 4  # seeded random tensors after the images
     seed: int = 0
     # A keypoint is "confident" where both of the reference's SimCC rows have one clear peak: its peak
-    # margin (pipeline/verify.py: peak_margin) is at least this. Margins are scale-free, 0 to 1.
+    # margin (pipeline/check/verify.py: peak_margin) is at least this. Margins are scale-free, 0 to 1.
     min_peak_margin: float = 0.5
     tolerances: dict[str, Tolerance] = field(default_factory=dict)  # keyed by precision
 
@@ -109,21 +110,21 @@ class QuantizeConfig:
 
 @dataclass
 class BenchmarkConfig:
-    """pipeline/benchmark.py: every candidate in its own process, timed in alternating blocks."""
+    """pipeline/measure/benchmark.py: every candidate in its own process, timed in alternating blocks."""
     warmup: int = 5  # untimed calls at the start of every block
     calls: int = 30  # timed batch-1 calls per block
     blocks: int = 5  # blocks per candidate, alternating across candidates
     settle_s: float = 0.3  # pause before each block, so the previous worker's threads are idle
     throughput_images: int = 16  # images per throughput round, several in flight (0: no throughput)
     throughput_rounds: int = 2  # timed throughput rounds per block
-    peers: bool = True  # time what a user gets without the pipeline (pipeline/peers.py) in the same run
+    peers: bool = True  # time what a user gets without the pipeline (pipeline/measure/peers.py) in the same run
     peer_static_shape: bool = True  # OpenVINO peers reshaped to [1,3,H,W], the faster form a user may choose
     seed: int = 0
 
 
 @dataclass
 class TuneConfig:
-    """pipeline/tune.py: the measured search for each target's runtime settings."""
+    """pipeline/measure/tune.py: the measured search for each target's runtime settings."""
     enabled: bool = True  # false: nothing measured or recorded; artifacts run with `backends.*` settings
     threads: list[int] = field(default_factory=lambda: [1, 0])  # thread counts to try; 0: every usable core
     static_batch: bool = True  # also try the input batch fixed to 1 (latency) before compilation
@@ -218,23 +219,12 @@ def to_schema(schema: type, raw: DictConfig | dict, source: str = "config", hint
         raise ConfigError(message + (f"; {hint}" if hint else "")) from None
 
 
-def validate(raw: DictConfig | dict) -> RunConfig:
-    cfg: RunConfig = to_schema(RunConfig, raw)
-    from pipeline.plan import check_config
-
-    check_config(cfg)
-    return cfg
-
-
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
-    """Compose `conf/` with Hydra and resolve interpolations (the plan included)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
+    """Compose `conf/<config_name>.yaml` with Hydra and resolve its interpolations.
 
-    from pipeline.plan import register_resolvers
-
-    register_resolvers()
+    Resolvers it names must be registered first (`pipeline.run.configure.compose` registers the plan's).
+    Raises ConfigError with one line (a missing group option names the choices), or the PipelineError a
+    resolver raised."""
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
@@ -262,26 +252,12 @@ def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
     if missing and missing.group(1) == "model":
-        from pipeline.presets import preset_spec
-
         preset_spec(missing.group(2))  # raises with the scale/keypoints/size that is wrong
     if missing:  # Hydra lists every option; name the group and its few choices instead
         group = missing.group(1)
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         return f"{group}={missing.group(2)} is not an option; choose one of {', '.join(options)}"
     return text[:400]
-
-
-def load_config(overrides: list[str] | tuple[str, ...] = (), params_file: str | Path | None = None) -> RunConfig:
-    """The composed config (overrides) or the DVC params file, validated against `RunConfig`."""
-    if params_file is not None:
-        if overrides:
-            raise ConfigError("use either --params or overrides, not both: params.yaml is already composed")
-        path = Path(params_file)
-        if not path.is_file():
-            raise ConfigError(f"{path} does not exist; run `python -m pipeline.params` to compose it")
-        return validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    return validate(compose(overrides))
 
 
 def dump_yaml(cfg: DictConfig) -> str:

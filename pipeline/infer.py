@@ -14,12 +14,12 @@ variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino)
 runner (ncnn and tensorrt read the precision from the file beside it). The model description
 (input size, mean/std, colour order, split ratio, keypoint names and skeleton) comes from
 `artifact.json`, the ONNX `metadata_props` or OpenVINO's `rt_info` (the same props); an ONNX from
-another exporter is described from its I/O (pipeline/describe.py). `--model <preset>` names the
+another exporter is described from its I/O (pipeline/sources/describe.py). `--model <preset>` names the
 model where nothing is recorded (and must agree with what is).
 
-The image is preprocessed exactly as mmpose's top-down pipeline (pipeline/preprocess.py: box padded
+The image is preprocessed exactly as mmpose's top-down pipeline (pipeline/model/preprocess.py: box padded
 and fitted to the input aspect, bilinear affine crop, mean/std in the model's channel order), run
-through the backend's `Runner`, decoded as mmpose's SimCC decoder (pipeline/decode.py) and mapped back
+through the backend's `Runner`, decoded as mmpose's SimCC decoder (pipeline/model/decode.py) and mapped back
 to image pixels. Without `--box` the box is the whole image, as in rtmlib.
 Output on stdout: {"variant", "target", "box", "keypoints": [[x, y], ...], "scores", "keypoint_names"}.
 Errors print one line `error: ...` and exit 1.
@@ -41,15 +41,17 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.backends import Target
-from pipeline.decode import decode_to_image
-from pipeline.dropin import FILE_KINDS
-from pipeline.errors import InputError, PipelineError
-from pipeline.describe import METADATA_SPEC_KEY
-from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAMES
-from pipeline.preprocess import crop, normalize
-from pipeline.spec import ModelSpec
+from pipeline.core.errors import InputError, PipelineError
+from pipeline.core.onnx_io import INPUT_NAME, get_metadata, load_onnx
+from pipeline.model.decode import check_outputs, decode_to_image
+from pipeline.model.preprocess import preprocess_boxes
+from pipeline.model.presets import preset_spec
+from pipeline.model.spec import ModelSpec, generic_keypoint_names
+from pipeline.package.dropin import FILE_KINDS
+from pipeline.run.configure import load_config
+from pipeline.sources.describe import METADATA_SPEC_KEY, describe_onnx
 
-ARTIFACT_META = "artifact.json"  # written by pipeline.steps.build
+ARTIFACT_META = "artifact.json"  # written by pipeline.run.steps.build
 
 FILE_KINDS_BY_BACKEND = {backend: name for backend, name, _ in FILE_KINDS.values()}
 DRAW_MIN_SCORE = 0.3  # mmpose's visualizer default kpt_thr
@@ -63,34 +65,6 @@ class LoadedArtifact:
     target: Target
     spec: ModelSpec
     source: Path
-
-
-# --------------------------------------------------------------------------------------------- preprocess
-# and decode, shared with pipeline/evaluate.py
-
-
-def preprocess_boxes(image_rgb: np.ndarray, boxes_xyxy: Sequence, spec: ModelSpec):
-    """[N,3,H,W] float32 crops (mmpose's TopdownAffine + normalisation as `spec` says) and their
-    [N,2,3] image->crop warp matrices."""
-    crops, matrices = [], []
-    pre = spec.preprocess
-    for box in boxes_xyxy:
-        crop_rgb, matrix = crop(image_rgb, box, spec.input_hw, pre.bbox_padding)
-        crops.append(normalize(crop_rgb, pre))
-        matrices.append(matrix)
-    return np.stack(crops), np.stack(matrices)
-
-
-def check_outputs(outputs: Mapping[str, np.ndarray], spec: ModelSpec, source: str) -> None:
-    """Both SimCC outputs, with the description's keypoint count and bin counts."""
-    missing = [name for name in OUTPUT_NAMES if name not in outputs]
-    if missing:
-        raise InputError(f"{source} has outputs {sorted(outputs)}, not {list(OUTPUT_NAMES)}; "
-                         "it is not an RTMPose artifact from this pipeline")
-    for name, shape in spec.simcc_shapes.items():
-        if tuple(outputs[name].shape[1:]) != shape:
-            raise InputError(f"{source}: output {name!r} has shape {list(outputs[name].shape)}, but {spec.name} "
-                             f"gives [N, {shape[0]}, {shape[1]}]; pass the artifact's --model")
 
 
 # --------------------------------------------------------------------------------------------- artifacts
@@ -115,10 +89,8 @@ def _spec_from_metadata(metadata: Mapping[str, str], source: str) -> ModelSpec |
 
 def recorded_spec(model_file: Path) -> ModelSpec | None:
     """The description an ONNX (metadata_props) or OpenVINO IR (rt_info/framework) records; for an
-    ONNX from another exporter, what its I/O says (pipeline/describe.py); else None."""
+    ONNX from another exporter, what its I/O says (pipeline/sources/describe.py); else None."""
     if model_file.suffix == ".onnx":
-        from pipeline.describe import describe_onnx
-        from pipeline.onnx_io import get_metadata, load_onnx
 
         proto = load_onnx(model_file)
         recorded = _spec_from_metadata(get_metadata(proto), str(model_file))
@@ -208,8 +180,6 @@ def open_artifact(path: str | Path, cfg, preset: str | None = None) -> LoadedArt
     recorded, it must agree on keypoint count and input size, and lends its keypoint names where the
     file has only generic ones.
     """
-    from pipeline.presets import preset_spec
-    from pipeline.spec import generic_keypoint_names
 
     path = Path(path)
     model_file, artifact_dir, target, spec = _describe(path)
@@ -298,7 +268,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     import cv2
 
-    from pipeline.config import load_config
 
     image_bgr = cv2.imread(args.image, cv2.IMREAD_COLOR) if Path(args.image).is_file() else None
     if image_bgr is None:

@@ -37,7 +37,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline import backends
+from pipeline.check.verify import compare_output
 from pipeline.config import REPO_ROOT
+from pipeline.core.io import read_npz
+from pipeline.core.onnx_io import load_onnx, run_fp32
+from pipeline.run.configure import load_config
 
 # Stage kind -> (rule, why), for the stages whose outputs are not required to be identical.
 RULES = {
@@ -114,7 +119,6 @@ def differing_files(a: Path, b: Path) -> list[str]:
 
 def within(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], tolerance) -> tuple[bool, float]:
     """(every element within atol or rtol of `expected`, largest |Δ|), verification's pass rule."""
-    from pipeline.verify import compare_output
 
     if set(expected) != set(actual):
         return False, float("nan")
@@ -123,7 +127,6 @@ def within(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], toler
 
 
 def compare_reference(committed: Path, rebuilt: Path, cfg) -> tuple[bool, str]:
-    from pipeline.io import read_npz
 
     a, b = read_npz(committed), read_npz(rebuilt)
     exact = [k for k in a if k not in REFERENCE_OUTPUTS]
@@ -136,8 +139,6 @@ def compare_reference(committed: Path, rebuilt: Path, cfg) -> tuple[bool, str]:
 
 def run_artifact(path: Path, job: dict | None, inputs: np.ndarray, cfg) -> dict[str, np.ndarray]:
     """Outputs of a job's artifact (its backend's runner) or of a bare ONNX (plain onnxruntime)."""
-    from pipeline import backends
-    from pipeline.onnx_io import load_onnx, run_fp32
 
     if job is None:
         return run_fp32(load_onnx(path / "model.onnx" if path.is_dir() else path), inputs)
@@ -152,7 +153,7 @@ def compare_outputs(committed: Path, rebuilt: Path, job: dict | None, precision:
     return ok, f"outputs max|Δ| {diff:.3g} ({'within' if ok else 'beyond'} the {precision} tolerance)"
 
 
-# Shipped files that record the tuned runtime settings (pipeline/release.py): measurements of the machine.
+# Shipped files that record the tuned runtime settings (pipeline/package/release.py): measurements of the machine.
 TUNED_FILES = ("artifact.json", "detail.json", "rtmlib.zip")  # the zip holds a detail.json
 
 
@@ -178,8 +179,6 @@ def verdict(committed: Path, rebuilt: Path) -> tuple[bool, str]:
 
 def compare(repo: Path, committed_lock: Path, cache: Path | None = None) -> int:
     """Print one line per output of the rebuilt `repo` with the rule it was judged by; 0 if all pass."""
-    from pipeline.config import load_config
-    from pipeline.io import read_npz
 
     before, after = lock_outputs(committed_lock), lock_outputs(repo / "dvc.lock")
     cfg = load_config(params_file=repo / "params.yaml")

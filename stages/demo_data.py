@@ -6,9 +6,9 @@ Writes `demo_coco_dir`/images/*.png and `demo_coco_dir`/annotations.json.
 
 import sys
 
+from pipeline.core.errors import PipelineError
 from pipeline.demo.config import load_train_demo_config
-from pipeline.demo.figures import write_coco
-from pipeline.errors import PipelineError
+from pipeline.inputs.figures import write_coco
 
 
 def main(argv: list[str]) -> int:

@@ -6,10 +6,10 @@ Writes `demo_checkpoint` (mmpose format, byte-stable) and `demo_metrics` (JSON, 
 
 import sys
 
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import remove_outputs
 from pipeline.demo.config import load_train_demo_config
 from pipeline.demo.train import save_demo_checkpoint, train, write_metrics
-from pipeline.errors import PipelineError
-from pipeline.io import remove_outputs
 
 
 def main(argv: list[str]) -> int:

@@ -25,15 +25,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-made model files)
-from pipeline.config import RunConfig, load_config
-from pipeline.export import export_onnx
-from pipeline.golden import golden_inputs
-from pipeline.synthetic import synthetic_state_dict
-from pipeline.presets import preset_spec
-from pipeline.spec import ModelSpec
-from pipeline.weights import build_reference_model
+
+from pipeline.config import RunConfig
+from pipeline.graph.export import export_onnx
+from pipeline.inputs.golden import golden_inputs
+from pipeline.model.presets import preset_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.model.spec import ModelSpec
+from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.run.configure import load_config
+from pipeline.sources.weights import build_reference_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -260,7 +262,7 @@ def write_checkpoint(path: Path, form: str, state_dict: dict[str, torch.Tensor],
         prefix = form.partition("-")[2]
         torch.save(OrderedDict((prefix + k, v) for k, v in state_dict.items()), path)
     elif form == "pickled-model":
-        model = variant.build_model()
+        model = build_network(variant)
         model.load_state_dict(state_dict)
         torch.save(model, path)
     else:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from conftest import PYTHON, REPO_ROOT
 
 # What a stage can read: the code, configs and the committed demo checkpoint (params.yaml is composed per test).
@@ -180,7 +179,7 @@ def run_cache(root: Path) -> dict[str, dict]:
 
 
 def temporaries(root: Path) -> list[Path]:
-    """pipeline/io.py temporaries (`*.tmp-<host>-<pid>`) anywhere under the outputs."""
+    """pipeline/core/io.py temporaries (`*.tmp-<host>-<pid>`) anywhere under the outputs."""
     return sorted((root / "artifacts").rglob("*.tmp-*"))
 
 

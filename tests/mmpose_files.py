@@ -124,8 +124,8 @@ def photo_crops(input_size: tuple[int, int]) -> np.ndarray:
     """The golden photo crops [3,3,H,W] at an (W, H) input size, with mmpose's default preprocessing."""
     import dataclasses
 
-    from pipeline.golden import photo_inputs
-    from pipeline.presets import preset_spec
+    from pipeline.inputs.golden import photo_inputs
+    from pipeline.model.presets import preset_spec
 
     spec = preset_spec("rtmpose-t_coco17_256x192")
     return photo_inputs(dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=tuple(input_size))))

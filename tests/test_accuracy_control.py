@@ -8,18 +8,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, VARIANT
 
 pytestmark = pytest.mark.slow  # NNCF ranks every quantizer: minutes on 2 cores
-from pipeline.config import load_config
-from pipeline.decode import simcc_argmax
-from pipeline.errors import ConfigError
-from pipeline.export import export_onnx
-from pipeline.golden import golden_inputs
-from pipeline.plan import model_config, spec_of
-from pipeline.verify import confident_keypoints
-from pipeline.weights import build_reference_model
+from pipeline.core.errors import ConfigError
+from pipeline.graph.export import export_onnx
+from pipeline.inputs.golden import golden_inputs
+from pipeline.model.decode import confident_keypoints, simcc_argmax
+from pipeline.planning.plan import model_config, spec_of
+from pipeline.run.configure import load_config
+from pipeline.sources.weights import build_reference_model
 
 DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / f"{VARIANT}_demo.pth"
 
@@ -48,7 +46,7 @@ def _quantize(cfg, path, crops):
 
 
 def _drift(compiled, path, crops, min_peak_margin) -> float:
-    """Mean drift (px) of the keypoints the float model is confident about (pipeline/verify.py's gate)."""
+    """Mean drift (px) of the keypoints the float model is confident about (pipeline/check/verify.py's gate)."""
     import openvino as ov
 
     from pipeline.backends.openvino import _split_ratio

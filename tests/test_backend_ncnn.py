@@ -15,13 +15,14 @@ pytest.importorskip("pnnx", reason="the ncnn extra (pnnx) is not installed")
 
 from pipeline.backends import Target  # noqa: E402
 from pipeline.backends import ncnn as ncnn_backend  # noqa: E402
+from pipeline.check.verify import check_execution_precision, compare, torch_reference  # noqa: E402
 from pipeline.config import ExportConfig  # noqa: E402
-from pipeline.errors import ConfigError, InputError  # noqa: E402
-from pipeline.export import export_onnx  # noqa: E402
-from pipeline.synthetic import synthetic_state_dict  # noqa: E402
-from pipeline.presets import preset_spec  # noqa: E402
-from pipeline.verify import check_execution_precision, compare, torch_reference  # noqa: E402
-from pipeline.weights import WeightsInfo  # noqa: E402
+from pipeline.core.errors import ConfigError, InputError  # noqa: E402
+from pipeline.graph.export import export_onnx  # noqa: E402
+from pipeline.model.presets import preset_spec  # noqa: E402
+from pipeline.model.rtmpose import build_network
+from pipeline.model.synthetic import synthetic_state_dict  # noqa: E402
+from pipeline.sources.weights import WeightsInfo  # noqa: E402
 
 VARIANT = "rtmpose-t_coco17_256x192"
 CFG = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2, fp16_keep_float_layers=[])))
@@ -40,7 +41,7 @@ on_x86_like = pytest.mark.skipif(arm_fp16(), reason="x86 behaviour; on ARM with 
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ncnn")
     variant = preset_spec(VARIANT)
-    model = variant.build_model()
+    model = build_network(variant)
     model.load_state_dict(synthetic_state_dict(variant, 0))
     model.eval()
     export_onnx(model, variant, WeightsInfo("synthetic", "test", "", ""), ExportConfig(), root / "model.onnx")
@@ -60,7 +61,7 @@ def reference(model_dir) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tolerances():
-    from pipeline.config import load_config
+    from pipeline.run.configure import load_config
 
     return load_config(["out_dir=unused"]).verify.tolerances
 

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from pipeline.backends.tensorrt import layer_precisions
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 
 def detailed(*formats: str, key: str = "Format/Datatype") -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import VARIANT
+
 from pipeline import backends
 from pipeline.backends import BACKENDS, TARGETS, availability
-from pipeline.io import read_npz
-from pipeline.presets import preset_spec
-from pipeline.verify import Golden, check_execution_precision
+from pipeline.check.verify import Golden, check_execution_precision
+from pipeline.core.io import read_npz
+from pipeline.model.presets import preset_spec
+
 
 def _params() -> list:
     params = []
@@ -42,7 +43,7 @@ def test_modules_read_their_precisions_from_the_registry(backend):
 @pytest.fixture(scope="module")
 def composed():
     """The composed defaults: the backend options the chain's runners used."""
-    from pipeline.config import load_config
+    from pipeline.run.configure import load_config
 
     return load_config(["out_dir=unused"])
 

@@ -1,4 +1,4 @@
-"""The benchmark harness (pipeline/benchmark.py, pipeline/timing.py), the peers (pipeline/peers.py)
+"""The benchmark harness (pipeline/measure/benchmark.py, pipeline/measure/timing.py), the peers (pipeline/measure/peers.py)
 and the headline: real workers on the seeded rtmpose-t, with few calls. No timing is asserted,
 only what the figures are and how they are made (that is benchmarks/harness_vs_alone.py's job)."""
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import max_abs_diff
+
 from pipeline.backends import get_target
-from pipeline.benchmark import Candidate, latency_stats, machine, measure, spread
 from pipeline.config import BenchmarkConfig
-from pipeline.errors import PipelineError
-from pipeline.hardware import ISA_FLAGS, cpu_fingerprint
-from pipeline.steps import headline
+from pipeline.core.errors import PipelineError
+from pipeline.core.hardware import ISA_FLAGS, cpu_fingerprint
+from pipeline.measure.benchmark import Candidate, latency_stats, machine, measure, spread
+from pipeline.run.steps import headline
 
 QUICK = BenchmarkConfig(warmup=1, calls=3, blocks=2, settle_s=0.0, throughput_images=2, throughput_rounds=1)
 
@@ -98,7 +98,7 @@ def test_machine_records_cpu_isa_cores_and_load():
 
 def test_peers_are_the_plain_export_with_runtime_defaults(t_onnx, t_cfg, golden, torch_outputs, tmp_path):
     from pipeline import backends
-    from pipeline.peers import PEERS, build_peers
+    from pipeline.measure.peers import PEERS, build_peers
 
     calibration = golden[:4]
     peers = build_peers(t_onnx, calibration, tmp_path)
@@ -118,7 +118,7 @@ def test_peers_are_the_plain_export_with_runtime_defaults(t_onnx, t_cfg, golden,
 
 
 def test_without_calibration_or_openvino_those_peers_are_left_out(t_onnx, tmp_path):
-    from pipeline.peers import build_peers
+    from pipeline.measure.peers import build_peers
 
     assert [p.name for p in build_peers(t_onnx, None, tmp_path / "a")] == ["peer-onnxruntime", "peer-openvino"]
     assert [p.name for p in build_peers(t_onnx, None, tmp_path / "b", backends_available=("onnxruntime",))] == \

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, VARIANT, run_python, sha256
 
 PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none"]
@@ -65,7 +64,7 @@ def test_the_default_calibration_set_is_made_on_demand(tmp_path):
 
 
 def test_a_plan_with_every_target_left_out_builds_nothing_and_fails(tmp_path):
-    from pipeline.backends import nvidia_gpu_present
+    from pipeline.core.hardware import nvidia_gpu_present
 
     if nvidia_gpu_present():
         pytest.skip("this host has an NVIDIA GPU: TensorRT jobs are planned here")

@@ -9,15 +9,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import CHECKPOINT_FORMS, VARIANT, sha256, torch_forward, write_checkpoint
-from pipeline.checkpoint import load_weights
+
 from pipeline.config import ModelConfig
-from pipeline.describe import describe
-from pipeline.errors import InputError
-from pipeline.synthetic import synthetic_state_dict
-from pipeline.presets import preset_spec
-from pipeline.weights import build_reference_model
+from pipeline.core.errors import InputError
+from pipeline.model.presets import preset_spec
+from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.sources.checkpoint import load_weights
+from pipeline.sources.describe import describe
+from pipeline.sources.weights import build_reference_model
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import FP32_TARGETS, REPO_ROOT, VARIANT, run_python
+
 from pipeline.backends import TARGETS
-from pipeline.config import CONF_DIR, compose, dump_yaml, load_config
-from pipeline.errors import ConfigError
-from pipeline.plan import job_paths, variant_paths
-from pipeline.presets import all_presets
+from pipeline.config import CONF_DIR, dump_yaml
+from pipeline.core.errors import ConfigError
+from pipeline.model.presets import all_presets
+from pipeline.planning.plan import job_paths, variant_paths
+from pipeline.run.configure import compose, load_config
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONF_DIR.iterdir()
                        if group.is_dir() and group.name != "local"  # git-ignored, machine-specific
@@ -28,12 +29,12 @@ def compose_in(tmp_path: Path, *overrides: str):
 def test_every_preset_is_a_model_option_without_a_file():
     from hydra.core.config_store import ConfigStore
 
-    from pipeline.plan import register_resolvers
+    from pipeline.planning.plan import register_resolvers
 
     register_resolvers()
     options = {name.removesuffix(".yaml") for name in ConfigStore.instance().repo["model"]}
     assert options == {*all_presets(), "demo"} and len(all_presets()) == 75
-    assert not (CONF_DIR / "model").exists()  # composed from pipeline/presets.py, not generated files
+    assert not (CONF_DIR / "model").exists()  # composed from pipeline/model/presets.py, not generated files
 
 
 @pytest.mark.parametrize("preset", ["rtmpose-t_coco17_256x192", "rtmpose-s_halpe26_384x288",
@@ -80,7 +81,7 @@ def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_pa
     assert sorted(cfg.plan["jobs"]) == sorted(f"{VARIANT}.{t}" for t in FP32_TARGETS)
     out_dir, root = str(tmp_path), str(tmp_path / VARIANT)
     variant = cfg.plan["variants"][VARIANT]
-    assert variant["weights"] == "pipeline/synthetic.py"  # a code dependency, not an output
+    assert variant["weights"] == "pipeline/model/synthetic.py"  # a code dependency, not an output
     outputs = {k: v for k, v in variant.items() if isinstance(v, str) and "/" in v and k != "weights"}
     assert set(variant_paths(out_dir, VARIANT)) <= set(outputs)
     assert all(is_under(path, out_dir) for path in outputs.values()), outputs

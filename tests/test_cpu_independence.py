@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import REPO_ROOT, run_python
+
 from pipeline.config import SimplifyConfig
-from pipeline.simplify import simplify_onnx
+from pipeline.graph.simplify import simplify_onnx
 
 # Export and simplify the seeded rtmpose-t; print the sha256 of both files and of torch's float32
 # sqrt/exp on a fixed array (which shows whether the environment switched torch's kernels).
@@ -32,16 +32,17 @@ SCRIPT = """
 import hashlib, sys
 from pathlib import Path
 import numpy as np, torch
-from pipeline.config import SimplifyConfig, load_config
-from pipeline.export import export_onnx
-from pipeline.golden import golden_inputs
-from pipeline.simplify import simplify_onnx
-from pipeline.weights import build_reference_model
+from pipeline.config import SimplifyConfig
+from pipeline.run.configure import load_config
+from pipeline.graph.export import export_onnx
+from pipeline.inputs.golden import golden_inputs
+from pipeline.graph.simplify import simplify_onnx
+from pipeline.sources.weights import build_reference_model
 import onnx
 
 out = Path(sys.argv[1])
 cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={out}"])
-from pipeline.plan import spec_of
+from pipeline.planning.plan import spec_of
 variant = spec_of(cfg, "rtmpose-t_coco17_256x192")
 model, info = build_reference_model(cfg.model, variant)
 export_onnx(model, variant, info, cfg.export, out / "export.onnx")

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
+from pipeline.core.errors import ConfigError
 from pipeline.demo import figures
 from pipeline.demo.config import CONF_DIR, TrainDemoConfig, load_train_demo_config
 from pipeline.demo.train import decode_simcc, deterministic, encode_simcc, evaluate, fit
-from pipeline.errors import ConfigError
-from pipeline.model.rtmpose import RTMPose
-from pipeline.presets import rtmpose_spec
+from pipeline.model.presets import rtmpose_spec
+from pipeline.model.rtmpose import RTMPose, build_network
 
 HW = (256, 192)
 TINY_HW = (64, 64)
@@ -29,7 +29,7 @@ def _tiny_cfg(**kw) -> TrainDemoConfig:
 
 def _tiny_model(seed: int) -> RTMPose:
     torch.manual_seed(seed)
-    return rtmpose_spec("tiny", "t", "coco17", TINY_HW).build_model()
+    return build_network(rtmpose_spec("tiny", "t", "coco17", TINY_HW))
 
 
 def test_same_seed_same_sample_whatever_the_batch():

@@ -8,11 +8,9 @@ batch); tests/test_mmpose_files.py covers the files made by mmpose's own code.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import warnings
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,18 @@ import onnx
 import pytest
 import torch
 
-from pipeline.checkpoint import load_weights, save_mmpose_checkpoint
 from pipeline.config import ModelConfig
-from pipeline.describe import describe, derived_name, spec_from_shapes
-from pipeline.dropin import pipeline_json
-from pipeline.errors import ConfigError, InputError
-from pipeline.keypoints import COCO17
-from pipeline.mmpose_config import config_text, parse_config_text, spec_from_config
-from pipeline.onnx_io import fixed_batch, run_fp32
-from pipeline.presets import preset_spec, rtmpose_spec
-from pipeline.spec import KeypointSpec, ModelSpec, PreprocessSpec, generic_keypoint_names
-from pipeline.synthetic import synthetic_state_dict
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.onnx_io import fixed_batch, run_fp32
+from pipeline.model.keypoints import COCO17
+from pipeline.model.presets import preset_spec, rtmpose_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.model.spec import KeypointSpec, ModelSpec, generic_keypoint_names
+from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.package.dropin import pipeline_json
+from pipeline.sources.checkpoint import load_weights, save_mmpose_checkpoint
+from pipeline.sources.describe import derived_name, describe, spec_from_shapes
+from pipeline.sources.mmpose_config import config_text, parse_config_text, spec_from_config
 
 VARIANT = "rtmpose-t_coco17_256x192"
 
@@ -81,7 +80,7 @@ def rtmw_spec() -> ModelSpec:
 def test_rtmw_config_builds_the_neck_and_the_rtmw_head():
     spec = rtmw_spec()
     assert spec.neck is not None and spec.head.type == "RTMWHead"
-    model = spec.build_model().eval()
+    model = build_network(spec).eval()
     keys = set(model.state_dict())
     assert {"neck.reduce_layers.0.conv.weight", "neck.top_down_blocks.1.blocks.1.conv2.pointwise_conv.bn.bias",
             "neck.bottom_up_blocks.1.final_conv.conv.weight", "head.conv_dec.bn.running_var",
@@ -217,7 +216,7 @@ def test_names_with_separators_or_control_characters_are_refused(tmp_path):
 
 def raw_export(spec: ModelSpec, path: Path, dynamic: bool, opset: int = 11) -> Path:
     """An export the way MMDeploy's torch2onnx writes it: dynamic batch, K left symbolic, no metadata."""
-    model = spec.build_model().eval()
+    model = build_network(spec).eval()
     model.load_state_dict(synthetic_state_dict(spec, 5))
     h, w = spec.input_hw
     axes = {"input": {0: "batch"}, "simcc_x": {0: "batch"}, "simcc_y": {0: "batch"}} if dynamic else None
@@ -304,11 +303,11 @@ def test_a_folder_that_is_not_an_sdk_model_says_what_is_missing(tmp_path):
 
 def test_our_own_onnx_records_the_whole_description(tmp_path):
     from pipeline.config import ExportConfig
-    from pipeline.export import export_onnx
-    from pipeline.weights import WeightsInfo
+    from pipeline.graph.export import export_onnx
+    from pipeline.sources.weights import WeightsInfo
 
     spec = custom_spec("mine", 38, (240, 320))
-    model = spec.build_model().eval()
+    model = build_network(spec).eval()
     path = tmp_path / "mine.onnx"
     export_onnx(model, spec, WeightsInfo("synthetic", "test", "", ""), ExportConfig(), path)
     described = describe_file(path)

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.backends import Target
-from pipeline.dropin import RTMLIB_ONNX, RTMLIB_ZIP, SDK_FILES, write_dropin
-from pipeline.errors import InputError
-from pipeline.golden import DATA_DIR
-from pipeline.infer import estimate, open_artifact
-from pipeline.preprocess import load_rgb
-from pipeline.presets import preset_spec
-from pipeline.spec import PreprocessSpec
-
 from conftest import VARIANT
 from test_infer import TARGETS, artifact_dir, build_fp32_artifacts, reference_pose
+
+from pipeline.backends import Target
+from pipeline.core.errors import InputError
+from pipeline.infer import estimate, open_artifact
+from pipeline.inputs.golden import DATA_DIR
+from pipeline.model.preprocess import load_rgb
+from pipeline.model.presets import preset_spec
+from pipeline.model.spec import PreprocessSpec
+from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, SDK_FILES, write_dropin
 
 BOX = [20, 10, 370, 512]
 
@@ -114,7 +113,7 @@ def test_zip_loads_as_rtmlib_loads_it(built, extracted):
     """rtmlib: onnxruntime session, the first input, outputs by position (simcc_x, then simcc_y)."""
     import onnxruntime as ort
 
-    from pipeline.golden import photo_inputs
+    from pipeline.inputs.golden import photo_inputs
 
     session = ort.InferenceSession(str(extracted / RTMLIB_ONNX), providers=["CPUExecutionProvider"])
     crops = photo_inputs(preset_spec(VARIANT))[:1]

@@ -17,10 +17,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import FP32_TARGETS, REPO_ROOT, VARIANT
-from dvc_repo import (IGNORE, StageLog, assert_same_files, clone_of, dvc, env_for, git, init_repo, lock, plan,
-                      planned_stages, status, workspace_clone)
+from dvc_repo import (
+    IGNORE,
+    StageLog,
+    assert_same_files,
+    clone_of,
+    dvc,
+    env_for,
+    git,
+    init_repo,
+    lock,
+    plan,
+    planned_stages,
+    status,
+    workspace_clone,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +83,7 @@ def test_second_repro_reruns_nothing(reproduced, repo, tmp_path):
 
 
 def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, repo, tmp_path):
-    """Stages list their sources through their stage-deps file (pipeline/stage_deps.py): an edit to one
+    """Stages list their sources through their stage-deps file (pipeline/planning/stage_deps.py): an edit to one
     backend's module reruns `stage-deps`, then that backend's tune, build and verify only."""
     clone = workspace_clone(repo, tmp_path / "clone")
     dvc("repro", "verify", root=clone)  # the fixture's plan, whatever experiment the workspace held
@@ -130,7 +142,7 @@ def test_queued_sweep_runs_two_experiments_at_a_time(reproduced, repo, tmp_path)
 def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=IGNORE)
-    # A tripwire in place of the checkout's pipeline/cli.py: importing it marks the checkout and stops.
+    # A tripwire in place of the checkout's pipeline/run/cli.py: importing it marks the checkout and stops.
     (tmp_path / "pipeline" / "cli.py").write_text(
         "import pathlib, sys\npathlib.Path('imported-from-checkout').touch()\nsys.exit(0)\n")
     cmd = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["reference"]["do"]["cmd"]

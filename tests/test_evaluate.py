@@ -13,15 +13,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from pipeline import config as config_module
-from pipeline.demo.figures import write_coco
-from pipeline.errors import ConfigError, InputError, VerificationError
-from pipeline.evaluate import (Instance, apply_limit, coco_results, evaluate, instance_score, keypoint_ap,
-                               load_dataset)
-
 from conftest import REPO_ROOT, VARIANT, run_stage
 from test_infer import TARGETS, build_fp32_artifacts, fp32_overrides
+
+from pipeline import config as config_module
+from pipeline.check.evaluate import (
+    Instance,
+    apply_limit,
+    coco_results,
+    evaluate,
+    instance_score,
+    keypoint_ap,
+    load_dataset,
+)
+from pipeline.core.errors import ConfigError, InputError, VerificationError
+from pipeline.inputs.figures import write_coco
 
 pytest.importorskip("pycocotools", reason="the evaluate extra (pycocotools) is not installed")
 HAS_SCHEMA = hasattr(config_module, "EvaluateConfig")
@@ -102,8 +108,8 @@ def test_apply_limit_compares_the_drop():
 
 def test_static_batch_models_get_padded_batches(coco):
     """A model with a fixed batch of 3 sees only full batches; each of the 8 boxes is decoded once, in order."""
-    from pipeline.evaluate import predict
-    from pipeline.presets import preset_spec
+    from pipeline.check.evaluate import predict
+    from pipeline.model.presets import preset_spec
 
     _, instances = load_dataset(coco, 17)
     seen, advanced = [], []

@@ -15,21 +15,22 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import REPO_ROOT, VARIANT, max_abs_diff, renamed, run_onnx, sha256, unambiguous_keypoints
-from pipeline import steps
-from pipeline.config import load_config
-from pipeline.decode import simcc_argmax
-from pipeline.errors import InputError
-from pipeline.export import export_onnx
-from pipeline.golden import DATA_DIR
-from pipeline.io import read_npz
-from pipeline.keypoints import COCO17
-from pipeline.onnx_io import get_metadata, run_fp32, set_metadata
-from pipeline.preprocess import crop, normalize, to_image_coords
-from pipeline.presets import preset_spec
-from pipeline.spec import ModelSpec, PreprocessSpec
-from pipeline.weights import build_reference_model
+
+from pipeline.core.errors import InputError
+from pipeline.core.io import read_npz
+from pipeline.core.onnx_io import get_metadata, run_fp32, set_metadata
+from pipeline.graph.export import export_onnx
+from pipeline.inputs.golden import DATA_DIR
+from pipeline.model.decode import simcc_argmax
+from pipeline.model.keypoints import COCO17
+from pipeline.model.preprocess import crop, normalize, to_image_coords
+from pipeline.model.presets import preset_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.model.spec import ModelSpec, PreprocessSpec
+from pipeline.run import steps
+from pipeline.run.configure import load_config
+from pipeline.sources.weights import build_reference_model
 
 
 def dims(value_info) -> list:
@@ -151,7 +152,7 @@ def swapped_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def hand21_model() -> onnx.ModelProto:
     """An ONNX of another variant: right names, wrong K (21 keypoints)."""
-    model = preset_spec("rtmpose-t_hand21_256x192").build_model().eval()
+    model = build_network(preset_spec("rtmpose-t_hand21_256x192")).eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

@@ -13,16 +13,16 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import DEMO_CHECKPOINT, VARIANT, run_stage
 from onnx import numpy_helper
 
-from conftest import DEMO_CHECKPOINT, VARIANT, run_stage
-from pipeline.config import load_config
-from pipeline.io import read_npz
-from pipeline.onnx_io import get_metadata, set_metadata
-from pipeline.spec import PreprocessSpec
+from pipeline.core.io import read_npz
+from pipeline.core.onnx_io import get_metadata, set_metadata
+from pipeline.model.spec import PreprocessSpec
+from pipeline.run.configure import load_config
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
-from pipeline.verify import Golden, compare, summary_lines
+from pipeline.check.verify import Golden, compare, summary_lines
 
 FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32")
 # The file holding each fp32 artifact's weights, as float32 in the ONNX layout (OIHW).
@@ -130,8 +130,8 @@ def test_an_fp32_target_computing_in_bf16_fails_on_any_cpu(demo_chain):
 
     import torch
 
-    from pipeline.plan import spec_of
-    from pipeline.weights import build_reference_model
+    from pipeline.planning.plan import spec_of
+    from pipeline.sources.weights import build_reference_model
 
     cfg = load_config([f"model.checkpoint={DEMO_CHECKPOINT}", "out_dir=unused"])
     golden = Golden.from_arrays(read_npz(demo_chain.variant_dir / "reference.npz"))

@@ -22,10 +22,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import PYTHON, REPO_ROOT
-from dvc_repo import (COPIED, GIT_IDENTITY, StageLog, assert_same_files, clone_of, git, init_repo, remote_objects,
-                      run_cache, status)
+from dvc_repo import (
+    COPIED,
+    GIT_IDENTITY,
+    StageLog,
+    assert_same_files,
+    clone_of,
+    git,
+    init_repo,
+    remote_objects,
+    run_cache,
+    status,
+)
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "gpu.yml"
 # A fresh clone of the project holds its committed params.yaml and dvc.lock as well.

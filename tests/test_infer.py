@@ -15,18 +15,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from pipeline import steps
-from pipeline.config import load_config
-from pipeline.decode import decode_simcc
-from pipeline.errors import InputError
-from pipeline.golden import DATA_DIR
-from pipeline.dropin import FILE_KINDS
-from pipeline.infer import draw_pose, estimate, main, open_artifact
-from pipeline.keypoints import COCO17, COCO17_SKELETON
-from pipeline.preprocess import crop, load_rgb, normalize, to_image_coords
-
 from conftest import DEMO_CHECKPOINT, REPO_ROOT, VARIANT, run_python, unambiguous_keypoints
+
+from pipeline.core.errors import InputError
+from pipeline.infer import draw_pose, estimate, main, open_artifact
+from pipeline.inputs.golden import DATA_DIR
+from pipeline.model.decode import decode_simcc
+from pipeline.model.keypoints import COCO17, COCO17_SKELETON
+from pipeline.model.preprocess import crop, load_rgb, normalize, to_image_coords
+from pipeline.package.dropin import FILE_KINDS
+from pipeline.run import steps
+from pipeline.run.configure import load_config
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp32")
 IMAGE = DATA_DIR / "astronaut.png"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import VARIANT, run_stage
 
 INT8_TARGETS = ("onnxruntime-int8", "openvino-int8")

@@ -2,7 +2,7 @@
 half-written in the DVC cache, the run-cache or a remote, and the rerun completes with the outputs, lock file,
 cache and run-cache of an uninterrupted run.
 
-The build stage is killed once its temporary artifact folder (`<artifact>.tmp-<host>-<pid>`, pipeline/io.py)
+The build stage is killed once its temporary artifact folder (`<artifact>.tmp-<host>-<pid>`, pipeline/core/io.py)
 holds a file; the verify stage once it has loaded onnxruntime to run the artifact. Both are real processes
 started by DVC, found through /proc and killed by their process id.
 """
@@ -17,10 +17,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PYTHON, VARIANT
-from dvc_repo import (StageLog, assert_same_files, cache_objects, clone_of, dvc, env_for, init_repo, lock,
-                      locked_objects, remote_objects, run_cache, status, temporaries)
+from dvc_repo import (
+    StageLog,
+    assert_same_files,
+    cache_objects,
+    clone_of,
+    dvc,
+    env_for,
+    init_repo,
+    lock,
+    locked_objects,
+    remote_objects,
+    run_cache,
+    status,
+    temporaries,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the stage processes in /proc")]

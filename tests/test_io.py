@@ -1,4 +1,4 @@
-"""Atomic outputs (pipeline/io.py): a writer killed mid-write leaves only a temporary that DVC ignores and
+"""Atomic outputs (pipeline/core/io.py): a writer killed mid-write leaves only a temporary that DVC ignores and
 the next write of the same output removes."""
 
 from __future__ import annotations
@@ -9,19 +9,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from conftest import PYTHON, REPO_ROOT
-from pipeline.io import atomic_path, remove_stale_temporaries, write_json
+
+from pipeline.core.io import atomic_path, remove_stale_temporaries, write_json
 
 HOST = socket.gethostname()
 
 # A real writer: opens the temporary of `final`, writes part of its content, says so, and waits to be killed.
 WRITER = textwrap.dedent("""
     import sys, time
-    from pipeline.io import atomic_path
+    from pipeline.core.io import atomic_path
     with atomic_path(sys.argv[1], is_dir=True) as tmp:
         (tmp / "model.onnx").write_bytes(b"half of a model")
         print(tmp, flush=True)

@@ -15,9 +15,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import VARIANT, run_python, write_checkpoint
-from pipeline.presets import preset_spec
+
+from pipeline.model.presets import preset_spec
+from pipeline.model.rtmpose import build_network
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32", "onnxruntime-fp16", "openvino-fp16", "ncnn-fp16")
 OLD_FIXED_ATOL = 1e-4
@@ -25,7 +26,7 @@ OLD_FIXED_ATOL = 1e-4
 
 def large_logit_state_dict(seed: int = 0, gain: float = 2.5) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    model = preset_spec(VARIANT).build_model().eval()
+    model = build_network(preset_spec(VARIANT)).eval()
     gau = model.head.gau
     with torch.no_grad():
         gau.gamma.copy_(torch.rand(gau.gamma.shape) * gain)

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from pipeline.config import ExportConfig
-from pipeline.export import export_onnx
-from pipeline.synthetic import synthetic_state_dict
-from pipeline.presets import preset_spec
-from pipeline.weights import WeightsInfo
+from pipeline.graph.export import export_onnx
+from pipeline.model.presets import preset_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.sources.weights import WeightsInfo
 
 SCRIPT = Path(__file__).parent / "upstream" / "mmpose_outputs.py"
 
@@ -52,7 +53,7 @@ def test_pytorch_and_onnx_equal_mmpose(variant_name, tmp_path):
     inputs = np.random.default_rng(1).standard_normal((2, 3, *variant.input_hw)).astype(np.float32)
     ref_x, ref_y = mmpose_outputs(variant_name, state, inputs, tmp_path)
 
-    model = variant.build_model()
+    model = build_network(variant)
     model.load_state_dict(state, strict=True)
     model.eval()
     with torch.no_grad():

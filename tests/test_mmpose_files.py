@@ -12,7 +12,6 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-
 from mmpose_files import KINDS, file_name, make_files, photo_crops, read_pickle_view, safe_load
 
 pytestmark = pytest.mark.slow  # every test makes model files with mmpose (seconds to minutes per batch)

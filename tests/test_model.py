@@ -9,10 +9,11 @@ import re
 import pytest
 import torch
 
-from pipeline.describe import spec_from_shapes
-from pipeline.errors import ConfigError, InputError
-from pipeline.keypoints import KEYPOINT_SETS
-from pipeline.presets import INPUT_SIZES, all_presets, preset_spec
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.model.keypoints import KEYPOINT_SETS
+from pipeline.model.presets import INPUT_SIZES, all_presets, preset_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.sources.describe import spec_from_shapes
 
 
 def num_params(model: torch.nn.Module) -> int:
@@ -28,7 +29,7 @@ def num_params(model: torch.nn.Module) -> int:
     ("rtmpose-m_coco17_384x288", 13_717_659),
 ])
 def test_parameter_count_equals_the_published_one(name, published):
-    assert num_params(preset_spec(name).build_model()) == published
+    assert num_params(build_network(preset_spec(name))) == published
 
 
 @pytest.mark.parametrize("keypoints", list(KEYPOINT_SETS))
@@ -36,7 +37,7 @@ def test_parameter_count_equals_the_published_one(name, published):
 def test_tiny_model_gives_simcc_shapes(keypoints, hw):
     variant = preset_spec(f"rtmpose-t_{keypoints}_{hw[0]}x{hw[1]}")
     k, (h, w) = len(KEYPOINT_SETS[keypoints]), hw
-    model = variant.build_model().eval()
+    model = build_network(variant).eval()
     assert variant.simcc_shapes == {"simcc_x": (k, 2 * w), "simcc_y": (k, 2 * h)}
     head = model.head
     assert (head.final_layer.out_channels, head.cls_x.out_features, head.cls_y.out_features) == (k, 2 * w, 2 * h)
@@ -52,7 +53,7 @@ def test_tiny_model_gives_simcc_shapes(keypoints, hw):
 
 
 def test_the_head_must_fit_the_stride_32_map_of_the_input_size():
-    from pipeline.spec import validate
+    from pipeline.model.spec import validate
 
     spec = preset_spec("rtmpose-t_coco17_256x192")
     odd = dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=(240, 320)))
@@ -61,7 +62,7 @@ def test_the_head_must_fit_the_stride_32_map_of_the_input_size():
     fitted = dataclasses.replace(odd, head=dataclasses.replace(spec.head, in_featuremap_size=(8, 10)))
     validate(fitted)
     with torch.no_grad():
-        simcc_x, simcc_y = fitted.build_model().eval()(torch.zeros(1, 3, 320, 240))
+        simcc_x, simcc_y = build_network(fitted).eval()(torch.zeros(1, 3, 320, 240))
     assert simcc_x.shape == (1, 17, 480) and simcc_y.shape == (1, 17, 640)
 
 
@@ -122,7 +123,7 @@ def test_official_shapes_of_rtmpose_t_head(t_state_dict):
 ])
 def test_shapes_describe_the_network_they_came_from(name):
     preset = preset_spec(name)
-    described = spec_from_shapes(preset.build_model().state_dict(), name, 2.0, None, "test")
+    described = spec_from_shapes(build_network(preset).state_dict(), name, 2.0, None, "test")
     assert (described.backbone, described.head, described.codec.input_size) == \
         (preset.backbone, preset.head, preset.codec.input_size)
 

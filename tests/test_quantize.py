@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from conftest import run_onnx
+
 from pipeline.config import QuantizeConfig
-from pipeline.quantize import activations_to_uint8, quantize_qdq
+from pipeline.graph.quantize import activations_to_uint8, quantize_qdq
 
 
 @pytest.fixture(scope="module")

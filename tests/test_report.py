@@ -1,4 +1,4 @@
-"""The report (pipeline/report/, pipeline/overlay.py, stages/report.py) built from a small real run.
+"""The report (pipeline/report/, pipeline/report/overlay.py, stages/report.py) built from a small real run.
 
 One module fixture runs `python -m pipeline` for synthetic rtmpose-t with onnxruntime-fp32 and
 openvino-fp16 into a tmp directory, the fp16 job forced to fail: `verify.tolerances.fp16.max_mean_drift_px=-1`
@@ -29,15 +29,14 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from conftest import REPO_ROOT, VARIANT, run_python
-from pipeline.config import load_config
-from pipeline.overlay import DPI, PANEL_IN
-from pipeline.plan import job_paths
-from pipeline.overlay import Column, draw_grid
+
+from pipeline.planning.plan import job_paths
 from pipeline.report import STATUSES, build_report, collect_rows
+from pipeline.report.overlay import DPI, PANEL_IN, Column, draw_grid
 from pipeline.report.plots import pareto_figure, save_figure
 from pipeline.report.rows import Row
+from pipeline.run.configure import load_config
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp16")
 PASSING, FAILING = TARGETS
@@ -60,7 +59,7 @@ def run(tmp_path_factory):
     assert chain.returncode == 1, chain.stdout + chain.stderr  # the forced failure
     assert re.search(rf"{VARIANT}\.{PASSING}\s+passed", chain.stdout), chain.stdout
     cfg = load_config(overrides)
-    from pipeline import steps
+    from pipeline.run import steps
 
     steps.benchmark(cfg, VARIANT)
     stage = run_python(str(REPO_ROOT / "stages" / "report.py"), *overrides, cwd=out_dir)
@@ -294,7 +293,7 @@ def test_names_from_files_are_text_in_the_markdown(hostile):
 
 
 def test_names_from_files_are_data_in_json_and_dropin_files(hostile, tmp_path):
-    from pipeline.dropin import write_dropin
+    from pipeline.package.dropin import write_dropin
 
     cfg, report = hostile
     records = json.loads((report / "plots" / "latency_drift.json").read_text(encoding="utf-8"))
@@ -321,8 +320,8 @@ def test_figure_text_is_never_mathtext(hostile, tmp_path):
     save_figure(fig, tmp_path / "pareto.png")  # typesetting BAD_MATH would raise ValueError here
     import dataclasses
 
-    from pipeline.presets import preset_spec
-    from pipeline.spec import KeypointSpec
+    from pipeline.model.presets import preset_spec
+    from pipeline.model.spec import KeypointSpec
 
     spec = preset_spec(VARIANT)
     names = tuple(KEYPOINT_NAMES) + tuple(f"k{i}" for i in range(len(KEYPOINT_NAMES), 17))

@@ -11,8 +11,16 @@ import pytest
 
 from pipeline.report import file_stem
 from pipeline.report.render import md_text, render_html, render_markdown
-from pipeline.report.rows import (Row, VariantInfo, VariantReport, candidates, headline, mark_pareto_and_recommended,
-                                  pareto_front, recommend)
+from pipeline.report.rows import (
+    Row,
+    VariantInfo,
+    VariantReport,
+    candidates,
+    headline,
+    mark_pareto_and_recommended,
+    pareto_front,
+    recommend,
+)
 
 
 def _row(target: str, status: str, latency: float | None, drift: float | None, kind: str = "target") -> Row:

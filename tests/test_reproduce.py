@@ -15,11 +15,11 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, VARIANT, run_python
-from pipeline.config import load_config
+
 from pipeline.params import params_text
 from pipeline.reproduce import compare, host_plan
+from pipeline.run.configure import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Runtime settings that belong to an artifact (pipeline/runtime.py): every backend's Runner honours
+"""Runtime settings that belong to an artifact (pipeline/backends/runtime.py): every backend's Runner honours
 them, reads the recorded ones from artifact.json, and computes the same outputs, in order, whatever
 the threads, streams or static batch."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import max_abs_diff
+
 from pipeline.backends import get_target
-from pipeline.errors import ConfigError
-from pipeline.runtime import recorded_runtime
+from pipeline.backends.runtime import recorded_runtime
+from pipeline.core.errors import ConfigError
 
 ORT, OV = get_target("onnxruntime-fp32"), get_target("openvino-fp32")
 
@@ -73,7 +73,11 @@ def test_openvino_settings_compute_the_same_outputs_in_order(runtime, mode, ov_d
     if "inference_num_threads" in runtime:
         assert runner.settings["inference_num_threads"] == runtime["inference_num_threads"]
     assert (runner.queue is not None) == (mode == "throughput")
-    assert max_abs_diff(runner({"input": golden}), reference) < 1e-3
+    # With the hint unset OpenVINO computes in its default for the CPU: bf16 where the CPU has it (AVX512_BF16,
+    # AMX), whose rounding (8-bit mantissa) moves logits by up to ~1% of their scale; f32 elsewhere.
+    bf16_default = runtime.get("inference_precision_hint", "") is None and "BF16" in backend.cpu_capabilities()
+    scale = max(float(np.max(np.abs(r))) for r in reference.values())
+    assert max_abs_diff(runner({"input": golden}), reference) < (0.02 * scale if bf16_default else 1e-3)
 
 
 def test_a_static_batch_is_fixed_in_the_compiled_model(ov_dir, ort_dir, t_cfg):
@@ -128,7 +132,7 @@ def test_an_unknown_mode_is_a_config_error(ort_dir, t_cfg):
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
 def test_a_static_batch_runs_any_count_of_images_in_padded_chunks(backend_name, ort_dir, ov_dir, t_cfg, golden,
                                                                   reference):
-    """Static batch 2 on an odd number of images: chunks of 2, the last one padded (pipeline/onnx_io.py)."""
+    """Static batch 2 on an odd number of images: chunks of 2, the last one padded (pipeline/core/onnx_io.py)."""
     from pipeline import backends
 
     folder = {"onnxruntime": ort_dir, "openvino": ov_dir}[backend_name]

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import max_abs_diff, run_onnx
 from onnx import helper, numpy_helper
 
-from conftest import max_abs_diff, run_onnx
 from pipeline.config import SimplifyConfig
-from pipeline.errors import VerificationError
-from pipeline.onnx_io import check_io, get_metadata
-from pipeline.simplify import simplify_onnx
+from pipeline.core.errors import VerificationError
+from pipeline.core.onnx_io import check_io, get_metadata
+from pipeline.graph.simplify import simplify_onnx
 
 TOOLS = ("onnxslim", "onnxsim", "none")
 
@@ -97,9 +97,9 @@ def test_nan_output_is_rejected_even_with_a_huge_atol(output, source, t_variant,
 
 def test_a_simplifier_that_changes_the_function_is_rejected(monkeypatch, source, t_variant, golden, tmp_path):
     """The real onnxslim, followed by the kind of damage a buggy rewrite does: one weight scaled by 1.01."""
-    import pipeline.simplify
+    import pipeline.graph.simplify
 
-    real = pipeline.simplify._run_simplifier
+    real = pipeline.graph.simplify._run_simplifier
 
     def slim_then_damage(model, tool):
         slimmed = real(model, tool)
@@ -107,7 +107,7 @@ def test_a_simplifier_that_changes_the_function_is_rejected(monkeypatch, source,
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.01, weight.name))
         return slimmed
 
-    monkeypatch.setattr(pipeline.simplify, "_run_simplifier", slim_then_damage)
+    monkeypatch.setattr(pipeline.graph.simplify, "_run_simplifier", slim_then_damage)
     out = tmp_path / "model.onnx"
     with pytest.raises(VerificationError, match=r"simplify.tool=onnxslim changed the outputs: max\|Δ\| .* > "
                                                 r"simplify.atol 0.0001"):

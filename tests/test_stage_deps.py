@@ -1,4 +1,4 @@
-"""Each stage's deps file (pipeline/stage_deps.py): one per planned stage, holding the params values and source
+"""Each stage's deps file (pipeline/planning/stage_deps.py): one per planned stage, holding the params values and source
 hashes that stage reads; a setting or module of one backend changes only that backend's files; dvc.yaml lists
 neither params.yaml params nor source files for the stages of the plan."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, VARIANT
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
-from pipeline.stage_deps import STAGE_DEPS, source_md5, stage_deps, write_stage_deps
+
+from pipeline.core.errors import ConfigError
+from pipeline.planning.stage_deps import STAGE_DEPS, source_md5, stage_deps, write_stage_deps
+from pipeline.run.configure import load_config
 
 TARGETS = "targets=[onnxruntime-fp32,onnxruntime-int8,openvino-fp32,openvino-int8]"
 EXTRA = "rtmpose-t_hand21_256x192"

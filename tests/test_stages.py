@@ -11,11 +11,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import FP32_TARGETS, VARIANT, files_under, run_python, run_stage, sha256, write_checkpoint
 
-from conftest import (FP32_TARGETS, VARIANT, files_under, renamed, run_python, run_stage, sha256,
-                      write_checkpoint)
-from pipeline.synthetic import synthetic_state_dict
-from pipeline.presets import preset_spec
+from pipeline.model.presets import preset_spec
+from pipeline.model.synthetic import synthetic_state_dict
 
 SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 JOBS = [f"{VARIANT}.{target}" for target in FP32_TARGETS]
@@ -209,10 +208,11 @@ BLOCK_OPENVINO = textwrap.dedent("""
 
 def test_missing_runtime_names_the_extra(tmp_path):
     code = BLOCK_OPENVINO + textwrap.dedent(f"""
-        import pipeline.steps  # the library imports without the runtime
-        from pipeline import backends, steps
-        from pipeline.cli import run_stage
-        from pipeline.errors import RuntimeMissingError
+        import pipeline.run.steps  # the library imports without the runtime
+        from pipeline import backends
+        from pipeline.run import steps
+        from pipeline.run.cli import run_stage
+        from pipeline.core.errors import RuntimeMissingError
         assert backends.get("onnxruntime").Runner
         try:
             backends.get("openvino")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT, run_python
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO_ROOT, run_python
 from pipeline.config import CONF_DIR
 
 VARIANTS = ("rtmpose-t_coco17_256x192", "rtmpose-t_hand21_256x192")

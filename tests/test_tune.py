@@ -1,4 +1,4 @@
-"""The `tune` step (pipeline/tune.py) and where its choice goes: the grid, the choice rule, a real search
+"""The `tune` step (pipeline/measure/tune.py) and where its choice goes: the grid, the choice rule, a real search
 on the seeded rtmpose-t with few calls; the built artifact stays the backend's defaults (the same bytes
 on any CPU), every Runner of it runs the tuned settings, and the release records them in artifact.json
 and detail.json."""
@@ -10,11 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import VARIANT
-from pipeline.config import TuneConfig, load_config
-from pipeline.hardware import cpu_fingerprint
-from pipeline.tune import choose, runtime_grid
+
+from pipeline.config import TuneConfig
+from pipeline.core.hardware import cpu_fingerprint
+from pipeline.measure.tune import choose, runtime_grid
+from pipeline.run.configure import load_config
 
 QUICK = TuneConfig(warmup=1, calls=2, blocks=1, settle_s=0.0, throughput_images=2, throughput_rounds=1)
 CORES = int(cpu_fingerprint()["logical_cores"])
@@ -50,7 +51,7 @@ def test_choose_keeps_a_plainer_setting_within_min_gain():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """build -> tune for onnxruntime-fp32 on the seeded rtmpose-t, with a tiny measured grid."""
-    from pipeline import steps
+    from pipeline.run import steps
 
     out = tmp_path_factory.mktemp("tune")
     cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", f"out_dir={out}", "targets=[onnxruntime-fp32]", "tune.calls=2",
@@ -89,8 +90,9 @@ def test_the_built_artifact_is_portable_and_its_runner_uses_the_tuned_settings(t
 
 
 def test_the_release_records_the_tuned_settings(tuned):
-    from pipeline import backends, steps
-    from pipeline.release import release
+    from pipeline import backends
+    from pipeline.package.release import release
+    from pipeline.run import steps
 
     cfg, job, record = tuned
     steps.verify(cfg, job)
@@ -107,7 +109,7 @@ def test_the_release_records_the_tuned_settings(tuned):
 
 
 def test_verify_runs_both_recorded_modes(tuned):
-    from pipeline import steps
+    from pipeline.run import steps
 
     cfg, job, record = tuned
     metrics = steps.verify(cfg, job)
@@ -117,7 +119,7 @@ def test_verify_runs_both_recorded_modes(tuned):
 
 
 def test_tune_disabled_records_nothing(tmp_path):
-    from pipeline.tune import tune
+    from pipeline.measure.tune import tune
 
     cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", "tune.enabled=false"])
     record = tune(Path("unused.onnx"), "openvino-fp32", cfg, (256, 192))

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, run_python
 from mmpose_files import KINDS
+
+from pipeline.model.rtmpose import build_network
 
 pytestmark = pytest.mark.slow  # a whole chain per file (a minute or two each)
 
@@ -66,11 +67,11 @@ def test_a_training_checkpoint_converts_without_mmengine_code(mmpose_files, tmp_
 
 def mmdeploy_style_onnx(path: Path, dynamic: bool) -> Path:
     """rtmpose-t exported as MMDeploy's torch2onnx does (opset 11, K symbolic) or with a fixed batch of 1."""
-    from pipeline.presets import preset_spec
-    from pipeline.synthetic import synthetic_state_dict
+    from pipeline.model.presets import preset_spec
+    from pipeline.model.synthetic import synthetic_state_dict
 
     spec = preset_spec("rtmpose-t_coco17_256x192")
-    model = spec.build_model().eval()
+    model = build_network(spec).eval()
     model.load_state_dict(synthetic_state_dict(spec, 3))
     axes = {n: {0: "batch"} for n in ("input", "simcc_x", "simcc_y")} if dynamic else None
     with warnings.catch_warnings(), torch.no_grad():

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import torch_forward
 from mmpose_files import KINDS, photo_crops
+
 from pipeline.config import ModelConfig
-from pipeline.describe import describe
-from pipeline.weights import build_reference_model
+from pipeline.sources.describe import describe
+from pipeline.sources.weights import build_reference_model
 
 pytestmark = pytest.mark.slow  # the files are made by mmpose in a subprocess (seconds to minutes)
 

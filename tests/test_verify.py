@@ -9,17 +9,26 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.check.verify import (
+    EPS,
+    Golden,
+    check_execution_precision,
+    compare,
+    compare_output,
+    keypoint_metrics,
+    onnx_metadata_normalization,
+    sdk_normalization,
+    summary_lines,
+)
 from pipeline.config import Tolerance
-from pipeline.dropin import pipeline_json
-from pipeline.errors import ConfigError
-from pipeline.preprocess import normalize
-from pipeline.presets import preset_spec
-from pipeline.spec import PreprocessSpec
+from pipeline.core.errors import ConfigError
+from pipeline.model.decode import confident_keypoints, peak_margin
+from pipeline.model.preprocess import normalize
+from pipeline.model.presets import preset_spec
+from pipeline.model.spec import PreprocessSpec
+from pipeline.package.dropin import pipeline_json
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
-from pipeline.verify import (EPS, Golden, check_execution_precision, compare, compare_output, confident_keypoints,
-                             keypoint_metrics, onnx_metadata_normalization, peak_margin, sdk_normalization,
-                             summary_lines)
 
 TOL = Tolerance(max_error=1e-3, error_factor=10.0, error_floor=1e-7, min_cosine=0.999, max_mean_drift_px=0.5,
                 agreement_px=0.5, min_agreement=0.9, max_score_change=0.01)

@@ -5,6 +5,6 @@ imports every module of the `hydra_plugins` namespace found on the repository pa
 only hook DVC offers; without it `${rtmpose_plan:...}` in conf/config.yaml would not resolve there.
 """
 
-from pipeline.plan import register_resolvers
+from pipeline.planning.plan import register_resolvers
 
 register_resolvers()

@@ -3,18 +3,17 @@
 Every backend module has the same shape (STYLE.md): a docstring, `PRECISIONS` (read from `BACKENDS`),
 `build(onnx_path, target, cfg, out_dir) -> Path`, a `Runner(artifact_dir, target, cfg, runtime=None,
 mode="latency")` that maps `{name: ndarray}` to `{name: ndarray}` with the artifact's recorded runtime
-settings (pipeline/runtime.py), `RUNTIME_KEYS` and `default_runtime(cfg, mode)`. `import pipeline`
+settings (pipeline/backends/runtime.py), `RUNTIME_KEYS` and `default_runtime(cfg, mode)`. `import pipeline`
 therefore works without any runtime installed, and a missing one fails with the extra to install.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
-from pipeline.errors import ConfigError, RuntimeMissingError
+from pipeline.core.errors import ConfigError, RuntimeMissingError
 
 
 @dataclass(frozen=True)
@@ -56,34 +55,14 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def nvidia_gpu_present() -> bool:
-    """An NVIDIA driver with at least one GPU: `nvidia-smi -L` lists it."""
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") is None:
-        return False
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return listing.returncode == 0 and "GPU" in listing.stdout
-
-
 def availability(target: Target) -> str:
-    """'' if the target can run on this host, else why its job is left out of the plan.
+    """'' if the target can run on this host, else why its job is left out of the plan (the backend
+    module's `unavailable_reason`: TensorRT without a GPU, openvino-bf16 on a CPU without bf16).
 
     Only missing hardware leaves a job out; a missing Python package fails the build with the extra
     to install, so a misconfigured machine is never mistaken for one without the hardware.
     """
-    if target.backend == "tensorrt" and not nvidia_gpu_present():
-        return "TensorRT needs an NVIDIA GPU and this host has none (nvidia-smi lists no GPU)"
-    if target.name == "openvino-bf16" and importlib.util.find_spec("openvino") is not None:
-        from pipeline.backends.openvino import cpu_capabilities
-
-        if "BF16" not in cpu_capabilities():
-            return "openvino-bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX); this one has none"
-    return ""
+    return importlib.import_module(BACKENDS[target.backend].module).unavailable_reason(target)
 
 
 def get(backend: str) -> ModuleType:

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 
 def check_feeds(feeds: Mapping[str, np.ndarray], expected: Mapping[str, Sequence]) -> None:
     """Names, dtype float32 and static dims must match; the offending input is named. The batch axis
-    is free: runners of a fixed-batch model run any batch in chunks (pipeline.onnx_io.run_in_chunks)."""
+    is free: runners of a fixed-batch model run any batch in chunks (pipeline.core.onnx_io.run_in_chunks)."""
     if set(feeds) != set(expected):
         raise InputError(f"feeds {sorted(feeds)} do not match the model inputs {sorted(expected)}")
     for name, shape in expected.items():

@@ -26,7 +26,7 @@ feature mask `31=3`: no fp16 storage, no fp16 arithmetic (https://github.com/Ten
 ScaleNorm's ReduceL2 becomes ncnn's generic `Reduction`, which has no fp16 path on ARM or x86, so ncnn
 already casts its input back to fp32 there. Masks are honoured in the per-layer count.
 
-Runtime settings (pipeline/runtime.py): `num_threads` (ncnn's `opt.num_threads`). ncnn has no
+Runtime settings (pipeline/backends/runtime.py): `num_threads` (ncnn's `opt.num_threads`). ncnn has no
 streams or asynchronous requests, so throughput mode runs the same loop over the images.
 """
 
@@ -44,11 +44,16 @@ import numpy as np
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
-from pipeline.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
-from pipeline.io import write_json
-from pipeline.runtime import check_mode, resolve_runtime
+from pipeline.backends.runtime import check_mode, resolve_runtime
+from pipeline.core.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
+from pipeline.core.io import write_json
 
 PRECISIONS = BACKENDS["ncnn"].precisions
+
+
+def unavailable_reason(target: Target) -> str:
+    """'' : every ncnn target runs on any x86 CPU."""
+    return ""
 TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
 PARAM_FILE = "model.ncnn.param"
 BIN_FILE = "model.ncnn.bin"

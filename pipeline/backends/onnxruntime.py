@@ -2,13 +2,13 @@
 
 Artifact: `model.onnx`. Precisions:
 - fp32: the simplified graph, unchanged;
-- fp16: the graph converted to float16 (pipeline/fp16.py), float32 I/O kept;
-- int8: the shared Q/DQ graph from the `quantize` stage (pipeline/quantize.py), its activations
+- fp16: the graph converted to float16 (pipeline/graph/fp16.py), float32 I/O kept;
+- int8: the shared Q/DQ graph from the `quantize` stage (pipeline/graph/quantize.py), its activations
   re-expressed exactly as uint8 (zero point 128), the form onnxruntime's x86 int8 kernels are fast at.
 Runtime: `onnxruntime.InferenceSession`, CPU execution provider (tested with 1.32). The precision is
 read from the artifact, not assumed: `execution_precision` counts its initializers by element type.
 
-Runtime settings (pipeline/runtime.py; a missing key leaves onnxruntime's own default, so `{}` is a
+Runtime settings (pipeline/backends/runtime.py; a missing key leaves onnxruntime's own default, so `{}` is a
 plain `InferenceSession(path)`):
 - `intra_op_num_threads`, `inter_op_num_threads`: SessionOptions threads (0: onnxruntime's default);
 - `graph_optimization_level`: `disable`, `basic`, `extended`, `layout` or `all` (onnxruntime's default);
@@ -16,7 +16,7 @@ plain `InferenceSession(path)`):
 - `static_batch`: fixes the input's symbolic batch dimension at session creation
   (`add_free_dimension_override_by_name`), so shapes are static for the graph optimizer and kernels,
   without rewriting the file that consumers with batches still read; inputs of another batch are run
-  in chunks of `static_batch` images, a short last chunk padded (pipeline/onnx_io.py `run_in_chunks`);
+  in chunks of `static_batch` images, a short last chunk padded (pipeline/core/onnx_io.py `run_in_chunks`);
 - `sessions`: throughput mode only: this many sessions, each fed its share of the images from its
   own thread (onnxruntime releases the GIL while it runs).
 """
@@ -33,13 +33,18 @@ import onnx
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
-from pipeline.errors import ConfigError, RuntimeMissingError
-from pipeline.fp16 import convert_fp16
-from pipeline.onnx_io import run_in_chunks
-from pipeline.quantize import activations_to_uint8, float_nodes
-from pipeline.runtime import check_mode, resolve_runtime
+from pipeline.backends.runtime import check_mode, resolve_runtime
+from pipeline.core.errors import ConfigError, RuntimeMissingError
+from pipeline.core.onnx_io import run_in_chunks
+from pipeline.graph.fp16 import convert_fp16
+from pipeline.graph.quantize import activations_to_uint8, float_nodes
 
 PRECISIONS = BACKENDS["onnxruntime"].precisions
+
+
+def unavailable_reason(target: Target) -> str:
+    """'' : every onnxruntime target runs on any x86 CPU."""
+    return ""
 MODEL_FILE = "model.onnx"
 RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "allow_spinning",
                 "static_batch", "sessions")
@@ -159,7 +164,7 @@ class Runner:
         return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
 
     def _run(self, session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One session on `feeds`, in chunks of its fixed batch where it has one (pipeline/onnx_io.py)."""
+        """One session on `feeds`, in chunks of its fixed batch where it has one (pipeline/core/onnx_io.py)."""
         def call(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             outputs = session.run(self.output_names, part)
             return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}

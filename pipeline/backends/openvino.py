@@ -12,7 +12,7 @@ Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO com
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
 really executes, read from its runtime graph; verification checks them against the target.
 
-Runtime settings (pipeline/runtime.py; a missing key leaves OpenVINO's default, so `{}` with
+Runtime settings (pipeline/backends/runtime.py; a missing key leaves OpenVINO's default, so `{}` with
 `inference_precision_hint: null` is a plain `compile_model(path, "CPU")`):
 - `performance_hint`: `LATENCY` or `THROUGHPUT` (PERFORMANCE_HINT; OpenVINO then picks streams and threads);
 - `inference_num_threads`, `num_streams`, `enable_cpu_pinning`: the CPU plugin's properties of those names;
@@ -25,6 +25,7 @@ Runtime settings (pipeline/runtime.py; a missing key leaves OpenVINO's default, 
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,11 +34,21 @@ import numpy as np
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
-from pipeline.errors import ConfigError, RuntimeMissingError
-from pipeline.onnx_io import run_in_chunks
-from pipeline.runtime import check_mode, resolve_runtime
+from pipeline.backends.runtime import check_mode, resolve_runtime
+from pipeline.core.errors import ConfigError, RuntimeMissingError
+from pipeline.core.onnx_io import get_metadata, run_in_chunks
+from pipeline.model.decode import SIMCC_SPLIT_RATIO, confident_keypoints, simcc_argmax
 
 PRECISIONS = BACKENDS["openvino"].precisions
+
+
+def unavailable_reason(target: Target) -> str:
+    """'' if the target can run on this CPU, else why its job is left out of the plan (bf16 needs the CPU's)."""
+    if target.precision != "bf16" or importlib.util.find_spec("openvino") is None:
+        return ""  # without the package, the build says which extra to install
+    if "BF16" not in cpu_capabilities():
+        return "openvino-bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX); this one has none"
+    return ""
 MODEL_FILE = "model.xml"
 RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
                 "inference_precision_hint", "requests")
@@ -60,15 +71,13 @@ def _require_bf16(device: str) -> None:
 def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_peak_margin: float, split_ratio: float):
     """NNCF validation for accuracy control: (items, validation_fn). An item is one calibration crop, the
     float model's decoded keypoints on it and which of them are confident (both SimCC rows with a peak
-    margin of at least `min_peak_margin`, as `verify` gates: pipeline/verify.py); the metric is the crop's
+    margin of at least `min_peak_margin`, as `verify` gates: pipeline/check/verify.py); the metric is the crop's
     diagonal minus the mean drift (px, SimCC bins over `split_ratio`) of the confident keypoints, so the
     float model scores the diagonal and NNCF's absolute `max_drop` is a drift budget in pixels. (A metric
     of 0 for the float model would not do: NNCF 3.4 divides by it for the relative drop, even when unused.)
     Per-sample values rank NNCF's sensitive layers."""
     import openvino as ov
 
-    from pipeline.decode import simcc_argmax
-    from pipeline.verify import confident_keypoints
 
     compiled = ov.Core().compile_model(float_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     items = []
@@ -115,11 +124,9 @@ def _quantize_int8(model, calibration: np.ndarray, cfg, split_ratio: float):
 
 
 def _split_ratio(onnx_path: Path) -> float:
-    """The SimCC split ratio the export recorded in the ONNX metadata (pipeline/export.py)."""
+    """The SimCC split ratio the export recorded in the ONNX metadata (pipeline/graph/export.py)."""
     import onnx
 
-    from pipeline.decode import SIMCC_SPLIT_RATIO
-    from pipeline.onnx_io import get_metadata
 
     metadata = get_metadata(onnx.load(str(onnx_path), load_external_data=False))
     return float(metadata.get("simcc_split_ratio", SIMCC_SPLIT_RATIO))
@@ -252,7 +259,7 @@ class Runner:
         check_feeds(feeds, {name: [-1, *shape[1:]] for name, shape in self.inputs.items()})
         total = len(next(iter(feeds.values())))
         if self.queue is None or total == 1 or (self.fixed_batch and total % self.fixed_batch):
-            # One request, in chunks of a fixed batch (a short last one padded: pipeline/onnx_io.py).
+            # One request, in chunks of a fixed batch (a short last one padded: pipeline/core/onnx_io.py).
             return run_in_chunks(self._infer, dict(feeds), self.fixed_batch)
         # Throughput: one request per `batch` images (static) or per share of the queue (dynamic), in flight together.
         step = self.fixed_batch or -(-total // len(self.queue))

@@ -4,8 +4,8 @@ Artifact: `model.engine` (serialized engine), `timing.cache` (the builder's timi
 rebuild on the same hardware is fast) and `engine.json` (hardware fingerprint, profile shapes).
 Precisions: fp16 and int8, built as *strongly typed* networks: TensorRT 10 deprecated and
 TensorRT 11 removed the builder precision flags, so precision comes from the ONNX graph itself:
-an FP16 graph (pipeline/fp16.py, the overflow-prone ops kept in float32) for fp16, the shared Q/DQ
-graph (pipeline/quantize.py) for int8. Optimization profile: min/opt/max batch from
+an FP16 graph (pipeline/graph/fp16.py, the overflow-prone ops kept in float32) for fp16, the shared Q/DQ
+graph (pipeline/graph/quantize.py) for int8. Optimization profile: min/opt/max batch from
 `backends.tensorrt`. Written against the TensorRT 10 Python API (`tensorrt.Builder`,
 `NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `OnnxParser`, `build_serialized_network`,
 `IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator. Engines are
@@ -28,13 +28,20 @@ import onnx
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
-from pipeline.errors import ConfigError, InputError, RuntimeMissingError
-from pipeline.fp16 import convert_fp16
-from pipeline.hardware import gpu_fingerprint
-from pipeline.onnx_io import INPUT_NAME, run_in_chunks
-from pipeline.quantize import float_nodes
+from pipeline.core.errors import ConfigError, InputError, RuntimeMissingError
+from pipeline.core.hardware import gpu_fingerprint, nvidia_gpu_present
+from pipeline.core.onnx_io import INPUT_NAME, run_in_chunks
+from pipeline.graph.fp16 import convert_fp16
+from pipeline.graph.quantize import float_nodes
 
 PRECISIONS = BACKENDS["tensorrt"].precisions
+
+
+def unavailable_reason(target: Target) -> str:
+    """'' where an NVIDIA GPU is present, else why TensorRT's jobs are left out of the plan."""
+    if not nvidia_gpu_present():
+        return "TensorRT needs an NVIDIA GPU and this host has none (nvidia-smi lists no GPU)"
+    return ""
 ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
-from pipeline.errors import ConfigError
-from pipeline.presets import preset_spec
+from pipeline.core.errors import ConfigError
+from pipeline.model.presets import preset_spec
 
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 # Fields that only say where files go or how progress is shown; they never change the weights.

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pipeline.checkpoint import save_mmpose_checkpoint
+from pipeline.core.io import atomic_path, write_json
 from pipeline.demo.config import TrainDemoConfig
-from pipeline.demo.figures import Sample, render_batch
-from pipeline.io import atomic_path, write_json
-from pipeline.decode import SIMCC_SPLIT_RATIO
-from pipeline.presets import preset_spec
-from pipeline.spec import PreprocessSpec
+from pipeline.inputs.figures import Sample, render_batch
+from pipeline.model.decode import SIMCC_SPLIT_RATIO
+from pipeline.model.presets import preset_spec
+from pipeline.model.rtmpose import build_network
+from pipeline.model.spec import PreprocessSpec
+from pipeline.sources.checkpoint import save_mmpose_checkpoint
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std  # mmpose's, as every preset
 
@@ -222,7 +223,7 @@ def train(cfg: TrainDemoConfig) -> TrainResult:
     spec = preset_spec(cfg.variant)
     with deterministic(cfg.threads):
         torch.manual_seed(cfg.seed)
-        model = spec.build_model()
+        model = build_network(spec)
         start = time.perf_counter()
         losses = fit(model, cfg, spec.input_hw)
         wall = time.perf_counter() - start

@@ -6,25 +6,24 @@ Upstream: open-mmlab/mmpose `mmpose/models/backbones/cspnext.py`, `mmpose/models
 `mmpose/models/necks/cspnext_pafpn.py`, `mmpose/models/heads/coord_cls_heads/rtmcc_head.py` and
 `rtmw_head.py`, `mmpose/models/utils/rtmcc_block.py`.
 
-The network is built from a `ModelSpec` (pipeline/spec.py), i.e. from what the model's own config
+The network is built from a `ModelSpec` (pipeline/model/spec.py), i.e. from what the model's own config
 says. Attribute names follow the official checkpoint keys (`backbone.stage4.2.final_conv.bn.weight`,
 `neck.top_down_blocks.0.main_conv.conv.weight`, `head.gau.uv.weight`, ...) so that official
 state_dicts load strictly, without a remap table. Only the inference path is implemented: no
 relative position bias, no rotary encoding, no dropout or drop-path (all off in every released config;
-pipeline/mmpose_config.py refuses configs that turn them on).
+pipeline/sources/mmpose_config.py refuses configs that turn them on).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from pipeline.spec import BackboneSpec, HeadSpec, ModelSpec, NeckSpec
+from pipeline.core.errors import ConfigError
+from pipeline.model.spec import BackboneSpec, HeadSpec, ModelSpec, NeckSpec
 
 # CSPNeXt P5: (in_channels, out_channels, num_blocks, add_identity, use_spp) before scaling.
 P5_STAGES = ((64, 128, 3, True, False), (128, 256, 6, True, False),
@@ -293,3 +292,12 @@ class RTMPose(nn.Module):
         if self.neck is not None:
             feats = self.neck(feats)
         return self.head(feats)
+
+
+def build_network(spec: ModelSpec) -> RTMPose:
+    """The plain-PyTorch network a description fixes, freshly initialised, in train mode.
+
+    Raises ConfigError for a description without a network (an ONNX source)."""
+    if not spec.has_network:
+        raise ConfigError(f"{spec.name} is described by an ONNX graph; there is no PyTorch network to build")
+    return RTMPose(spec)

@@ -15,7 +15,7 @@ Outputs, in the report directory (`<out_dir>/report`, written atomically as one 
     index.html                  one page, opens from disk: inline CSS, images by relative path, no script
     report.md                   the same tables, for a terminal or a pull request
     figures/latency_drift_<variant>.png, figures/size_<variant>.png, figures/pareto_<variant>.png
-    overlays/<variant>.png      predicted skeletons on the bundled photos (pipeline/overlay.py)
+    overlays/<variant>.png      predicted skeletons on the bundled photos (pipeline/report/overlay.py)
     plots/latency_drift.json, plots/size.json   the plotted numbers as records, for `dvc plots show`
 Same inputs, same bytes: no timestamps, hostnames or absolute paths; PNGs carry no Software metadata.
 Names read from files are data: escaped in HTML and Markdown, never mathtext in figures, and made into
@@ -29,7 +29,8 @@ import re
 from pathlib import Path
 
 from pipeline.config import RunConfig
-from pipeline.io import atomic_path, write_json
+from pipeline.core.io import atomic_path, write_json
+from pipeline.report.overlay import write_overlay
 from pipeline.report.plots import latency_drift_figure, pareto_figure, plot_records, save_figure, size_figure
 from pipeline.report.render import render_html, render_markdown
 from pipeline.report.rows import STATUSES, Row, VariantReport, collect_rows, counts, variant_report
@@ -58,7 +59,6 @@ def file_stem(name: str) -> str:
 
 def _draw_variant(cfg: RunConfig, report: VariantReport, tmp: Path) -> None:
     """The variant's figures and overlay into `tmp`; their relative paths (or why not) into report.images."""
-    from pipeline.overlay import write_overlay
 
     variant, stem, images = report.info.name, file_stem(report.info.name), report.images
     images.update({kind: f"figures/{kind}_{stem}.png" for kind in ("latency_drift", "size", "pareto")})
@@ -76,7 +76,7 @@ def _draw_variant(cfg: RunConfig, report: VariantReport, tmp: Path) -> None:
         write_overlay(cfg, variant, built, tmp / "overlays" / f"{stem}.png")
         images["overlay"] = f"overlays/{stem}.png"
         images["overlay_columns"] = str(1 + len(built))
-    except ValueError as exc:  # a reference made from other photos than pipeline/golden.py lists
+    except ValueError as exc:  # a reference made from other photos than pipeline/inputs/golden.py lists
         images["overlay_error"] = f"no overlay: {exc}"
 
 

@@ -46,7 +46,7 @@ def fmt_number(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def elementwise_text(tol: dict) -> str:
-    """The elementwise limit of a precision (pipeline/verify.py: output_limit), scale = max |reference|."""
+    """The elementwise limit of a precision (pipeline/check/verify.py: output_limit), scale = max |reference|."""
     if tol.get("error_factor") is not None:
         return (f"|Δ| ≤ {tol['error_factor']:g} × float32's own error + {tol['error_floor']:g} × scale "
                 f"(no float64 run: {tol['max_error']:g} × scale)")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+from pipeline.backends import get_target
 from pipeline.config import RunConfig
+from pipeline.planning.plan import SYNTHETIC_WEIGHTS_SOURCE
 
 STATUSES = ("passed", "failed", "left out", "not built")
 PEER_STATUS = "peer"  # a peer baseline is measured, never verified: it is no job of the plan
@@ -125,7 +127,6 @@ def _apply_timing(row: Row, timing: dict) -> None:
 
 def collect_rows(cfg: RunConfig) -> list[Row]:
     """One Row per variant x configured target, in `targets` order (kind "target")."""
-    from pipeline.backends import get_target
 
     rows = []
     for variant, entry in cfg.plan["variants"].items():
@@ -216,7 +217,6 @@ def _benchmark_sentence(bench: dict | None, variant: str) -> str:
 
 def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
     """Which weights, keypoints and tool versions made the variant's artifacts, read from their artifact.json."""
-    from pipeline.plan import SYNTHETIC_WEIGHTS_SOURCE
 
     entry = cfg.plan["variants"][variant]
     tools: dict[str, dict[str, list[str]]] = {}

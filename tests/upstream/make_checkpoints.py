@@ -34,7 +34,7 @@ Made up, deterministic (same kind, same bytes on one machine):
   is a sum of biweight bumps 16 bins wide with random coefficients), so a keypoint's logits form
   smooth hills over the bins like a trained model's, instead of white noise.
 - BatchNorm running statistics are those of the calibration images (crops of the two photos in
-  `pipeline/data/` plus two seeded 1/f-noise images) in one train-mode float32 forward pass,
+  `pipeline/inputs/data/` plus two seeded 1/f-noise images) in one train-mode float32 forward pass,
   as a trained model's statistics come from its data; without this, activations grow 3-4x per
   stage on photos. (oneDNN's float32 rounding can differ between CPUs, so another CPU may give
   other last bits here; one machine always gives the same bytes.)

@@ -84,7 +84,6 @@ def import_mmpose() -> types.SimpleNamespace:
     from mmengine.logging import MMLogger
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
-
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
     from mmpose.models.backbones.cspnext import CSPNeXt
     from mmpose.models.heads.coord_cls_heads.rtmcc_head import RTMCCHead

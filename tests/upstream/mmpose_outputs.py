@@ -48,7 +48,7 @@ class MMPoseRTMPose(torch.nn.Module):
 
 
 def main(variant_name, state_path, inputs_path, out_path):
-    from pipeline.presets import preset_spec
+    from pipeline.model.presets import preset_spec
 
     spec = preset_spec(variant_name)
     model = MMPoseRTMPose(spec.backbone.deepen_factor, spec.backbone.widen_factor, spec.num_keypoints,

@@ -1,0 +1,111 @@
+"""Only verified artifacts ship: `artifacts/release/<variant>/<target>/` plus a `manifest.json`.
+
+The `release@<variant>` stage (last in dvc.yaml) copies every artifact of the variant whose verify
+metrics say `passed`, with its drop-in files (MMDeploy SDK JSON, `rtmlib.zip`), and writes the
+manifest: per target the sha256 of each file, the precision (named and executed), the verification
+figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings `tune`
+measured (pipeline/backends/runtime.py; written into the shipped artifact.json and detail.json) next to what
+verify ran, and the tool versions. A job that failed, was not built or was left out never appears there; the manifest
+lists it under `withheld` with the reason. Ship from `artifacts/release/`.
+
+The file hashes are the same on every x86 CPU wherever the artifacts are (pipeline/reproduce.py
+compares them one by one) except artifact.json and the SDK files, which carry the tuned runtime
+settings; those and the verification figures are measurements of this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends.runtime import ARTIFACT_META, tuned_runtime
+from pipeline.core.io import atomic_path, write_json
+from pipeline.package.dropin import write_dropin
+from pipeline.planning.plan import spec_of, variant_entry
+from pipeline.sources.checkpoint import sha256_file
+
+MANIFEST = "manifest.json"
+# Verification figures copied into the manifest (the full metrics stay in artifacts/<variant>/metrics/).
+FIGURES = ("rule", "tolerance_rule", "keypoints", "execution_precision")
+
+
+def _metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The verification figures a consumer needs to trust the artifact, per output and over keypoints."""
+    outputs = {name: {key: result.get(key) for key in ("needs_atol", "needs_rtol", "cosine", "rule", "tolerance")
+                      if key in result}
+               for name, result in metrics.get("outputs", {}).items()}
+    summary: dict[str, Any] = {"outputs": outputs}
+    for key in FIGURES:
+        if key in metrics:
+            summary[key] = metrics[key]
+    settings = metrics.get("runtime_settings") or {}
+    if "execution_precision" in settings:
+        summary["execution_precision"] = settings["execution_precision"]
+    return summary
+
+
+def _record_tuned_runtime(copy: Path, artifact: Path, cfg, variant: str) -> dict[str, Any]:
+    """Write the tuned runtime settings of `artifact` into its released `copy`: artifact.json's `runtime`
+    and the SDK files' backend_config (pipeline/package/dropin.py). Returns the copy's artifact.json."""
+
+    meta = _metrics(copy / ARTIFACT_META)
+    runtime = tuned_runtime(artifact)
+    if runtime and meta:
+        meta["runtime"] = runtime
+        write_json(copy / ARTIFACT_META, meta)
+        write_dropin(copy, meta["target"], spec_of(cfg, variant), meta.get("onnx_metadata", {}), runtime=runtime)
+    return meta
+
+
+def release(cfg, variant: str) -> Path:
+    """Gather the variant's verified artifacts into `<out_dir>/release/<variant>/` (atomically) with the manifest.
+
+    Raises ConfigError (pipeline.planning.plan.variant_entry) for a variant outside the plan. A variant none of whose jobs passed gets a
+    manifest with no targets (and every job under `withheld`)."""
+    entry = variant_entry(cfg, variant)
+    shipped: dict[str, Any] = {}
+    withheld: dict[str, str] = {}
+    final = Path(entry["release"])
+    with atomic_path(final, is_dir=True) as tmp:
+        for job in entry["jobs"]:
+            job_entry = cfg.plan["jobs"][job]
+            target, artifact = job_entry["target"], Path(job_entry["artifact"])
+            metrics = _metrics(Path(job_entry["metrics"]))
+            if not metrics.get("passed") or not artifact.is_dir():
+                reason = "; ".join(metrics.get("breaches", [])) or ("not built" if not artifact.is_dir()
+                                                                     else "not verified")
+                withheld[target] = reason
+                continue
+            shutil.copytree(artifact, tmp / target)
+            meta = _record_tuned_runtime(tmp / target, artifact, cfg, variant)
+            shipped[target] = {
+                "precision": job_entry["precision"],
+                "backend": job_entry["backend"],
+                "files": {str(p.relative_to(tmp / target)): sha256_file(p)
+                          for p in sorted((tmp / target).rglob("*")) if p.is_file()},
+                "verification": _summary(metrics),
+                # What a consumer runs it with: the settings `tune` measured per mode (pipeline/backends/runtime.py;
+                # {} where none were measured: the backend's defaults), and what verify's Runner ran.
+                "runtime_settings": meta.get("runtime") or {},
+                "verified_with": metrics.get("runtime_settings", {}),
+                "tool_versions": meta.get("tool_versions", {}),
+                "source_onnx_sha256": meta.get("source_onnx_sha256", ""),
+            }
+        for job, reason in cfg.plan["left_out"].items():
+            if cfg.plan["jobs"].get(job, {}).get("variant", job.partition(".")[0]) == variant:
+                withheld[job.partition(".")[2]] = f"left out: {reason}"
+        write_json(tmp / MANIFEST, {"variant": variant, "targets": shipped, "withheld": withheld,
+                                    "model": {k: entry["spec"][k] for k in ("name", "codec", "preprocess")},
+                                    "keypoint_names": entry["spec"]["keypoints"]["names"]})
+    print(f"release {variant}: {len(shipped)} verified artifact(s) in {final}"
+          + (f"; withheld {', '.join(sorted(withheld))}" if withheld else ""))
+    return final

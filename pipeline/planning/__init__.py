@@ -1,0 +1,1 @@
+"""The plan (variants, jobs, paths) composed into params.yaml, and what each DVC stage depends on."""
