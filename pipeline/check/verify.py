@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import Tolerance
 from pipeline.core.errors import ConfigError
 from pipeline.core.onnx_io import OUTPUT_NAMES
@@ -364,8 +365,8 @@ def recorded_normalizations(artifact_dir: Path) -> dict[str, PreprocessSpec]:
 
         proto = onnx.load(str(artifact_dir / "model.onnx"), load_external_data=False)
         metadata = {p.key: p.value for p in proto.metadata_props}
-    elif (artifact_dir / "artifact.json").is_file():
-        metadata = json.loads((artifact_dir / "artifact.json").read_text(encoding="utf-8")).get("onnx_metadata", {})
+    elif (artifact_dir / ARTIFACT_META).is_file():
+        metadata = json.loads((artifact_dir / ARTIFACT_META).read_text(encoding="utf-8")).get("onnx_metadata", {})
     found = onnx_metadata_normalization(metadata)
     if found:
         recorded["ONNX metadata"] = found

@@ -21,6 +21,7 @@ from itertools import groupby
 from pathlib import Path
 
 from pipeline.backends import get_target
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import RunConfig
 from pipeline.planning.plan import SYNTHETIC_WEIGHTS_SOURCE
 
@@ -223,7 +224,7 @@ def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
     weights_seen: dict[tuple[str, str], list[str]] = {}
     metadata: dict = {}
     for row in rows:
-        meta = _read_json(Path(row.artifact_dir) / "artifact.json") if row.artifact_dir else None
+        meta = _read_json(Path(row.artifact_dir) / ARTIFACT_META) if row.artifact_dir else None
         if meta is None:
             continue
         onnx_meta = meta.get("onnx_metadata", {})

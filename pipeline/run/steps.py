@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends
-from pipeline.backends.runtime import recorded_runtime
+from pipeline.backends.runtime import ARTIFACT_META, recorded_runtime
 from pipeline.check.reference import reference_runs, sha256_of_source, supplied_onnx
 from pipeline.check.verify import (
     Golden,
@@ -41,8 +41,6 @@ from pipeline.planning.plan import variant_entry as _variant_entry
 from pipeline.report import build_report, report_dir, summary_line
 from pipeline.sources.checkpoint import sha256_file
 from pipeline.sources.weights import WeightsInfo, build_reference_model
-
-ARTIFACT_META = "artifact.json"
 
 
 def _job_entry(cfg: RunConfig, job: str) -> dict:
