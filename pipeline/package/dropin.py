@@ -40,7 +40,7 @@ from typing import Any
 from pipeline.backends import Target, get_target
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path, write_json
-from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES
+from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, fixed_batch
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import ModelSpec
 
@@ -78,9 +78,8 @@ def onnx_facts(path: Path) -> dict[str, Any]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    return {"opset": int(opset), "dynamic_batch": not dim.HasField("dim_value")}
+    return {"opset": int(opset), "dynamic_batch": fixed_batch(proto) is None}
 
 
 def _tensor_names(artifact_dir: Path, backend: str) -> tuple[str, dict[str, str]]:
