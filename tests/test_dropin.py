@@ -18,7 +18,8 @@ from pipeline.inputs.golden import DATA_DIR
 from pipeline.model.preprocess import load_rgb
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import PreprocessSpec
-from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, SDK_FILES, write_dropin
+from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, write_dropin
+from pipeline.sources.sdk import SDK_FILES
 
 BOX = [20, 10, 370, 512]
 
