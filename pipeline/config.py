@@ -23,6 +23,9 @@ from pipeline.model.presets import preset_spec
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 PARAMS_FILE = REPO_ROOT / "params.yaml"
+# The demo-data stage's COCO keypoint set, the default for calibration and evaluation (its own config,
+# conf/train_demo.yaml, which DVC reads, states it too: tests/test_demo.py holds the two equal).
+DEMO_COCO_DIR = "artifacts/demo/coco"
 
 
 @dataclass
@@ -90,7 +93,7 @@ class VerifyConfig:
 @dataclass
 class CalibrationConfig:
     source: str = "coco"  # coco | images | blank (blank only to prove verification catches it)
-    coco_dir: str = "artifacts/demo/coco"  # COCO keypoint set: annotations.json + images
+    coco_dir: str = DEMO_COCO_DIR  # COCO keypoint set: annotations.json + images
     images_dir: Optional[str] = None  # for source=images: every image used whole
     num_samples: int = 64
     seed: int = 0
@@ -140,7 +143,7 @@ class TuneConfig:
 @dataclass
 class EvaluateConfig:
     enabled: bool = False  # the optional `evaluate` stage: COCO keypoint AP of every target vs the reference
-    dataset_dir: str = "artifacts/demo/coco"  # COCO keypoint set: annotations.json (person boxes) + images
+    dataset_dir: str = DEMO_COCO_DIR  # COCO keypoint set: annotations.json (person boxes) + images
     max_ap_drop: float = 0.01  # AP on the 0-1 scale; a target further below the reference fails
     batch_size: int = 8  # crops per inference call (a static-batch model uses its own batch size)
 

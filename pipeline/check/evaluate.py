@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.check.reference import reference_forward
+from pipeline.config import DEMO_COCO_DIR
 from pipeline.core.errors import ConfigError, InputError, RuntimeMissingError, VerificationError
 from pipeline.core.io import remove_outputs, write_json
 from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, fixed_batch, load_onnx
@@ -66,7 +67,7 @@ def load_dataset(dataset_dir: Path, num_keypoints: int) -> tuple[dict, list[Inst
     annotations = dataset_dir / "annotations.json"
     if not annotations.is_file():
         raise InputError(f"evaluate.dataset_dir={dataset_dir} has no annotations.json; point it at a COCO "
-                         "keypoint set (e.g. the demo-data stage's artifacts/demo/coco)")
+                         f"keypoint set (e.g. the demo-data stage's {DEMO_COCO_DIR})")
     try:
         data = json.loads(annotations.read_text(encoding="utf-8"))
         files = {image["id"]: image["file_name"] for image in data["images"]}

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
+from pipeline.config import CONF_DIR, DEMO_COCO_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
 from pipeline.core.errors import ConfigError
 from pipeline.model.presets import preset_spec
 
@@ -40,7 +40,7 @@ class TrainDemoConfig:
     log_every: int = 50  # steps between log lines in `log` mode
     demo_checkpoint: str = "checkpoints/rtmpose-t_coco17_256x192_demo.pth"
     demo_metrics: str = "checkpoints/rtmpose-t_coco17_256x192_demo.json"
-    demo_coco_dir: str = "artifacts/demo/coco"
+    demo_coco_dir: str = DEMO_COCO_DIR
     coco_images: int = 200
     coco_seed: int = 2
     coco_image_size: list[int] = field(default_factory=lambda: [384, 288])  # scene (H, W)
