@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.config import CONF_DIR, DEMO_COCO_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
+from pipeline.config import CONF_DIR, DEMO_COCO_DIR, compose, to_schema
 from pipeline.core.errors import ConfigError
 from pipeline.model.presets import preset_spec
 
