@@ -210,11 +210,7 @@ def _benchmark_sentence(bench: dict | None, variant: str) -> str:
     if not bench:
         return (f"no benchmark yet: run `python -m stages.benchmark {variant}` (under DVC it runs once every "
                 "job of the variant passed)")
-    if isinstance(bench.get("method"), str):  # a benchmark that says how it measured
-        return bench["method"]
-    timed = next(iter(bench["targets"].values()), {})
-    return (f"batch-1 latency over {timed.get('iterations', '?')} timed calls per target, targets "
-            f"timed round-robin in one process; throughput at batch {timed.get('throughput_batch', '?')}")
+    return str(bench["method"])  # pipeline/measure/benchmark.py: method_sentence
 
 
 def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
