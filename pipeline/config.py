@@ -6,6 +6,7 @@ derives the plan). Every default lives in these dataclasses; `conf/` only select
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,19 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 # The demo-data stage's COCO keypoint set, the default for calibration and evaluation (its own config,
 # conf/train_demo.yaml, which DVC reads, states it too: tests/test_demo.py holds the two equal).
 DEMO_COCO_DIR = "artifacts/demo/coco"
+
+# The allowed values of the enum-like string fields (`choice`), checked on load by `to_schema`.
+SIMPLIFY_TOOLS = ("onnxslim", "onnxsim", "none")
+CALIBRATION_SOURCES = ("coco", "images", "blank")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime's calibrators
+INT8_FLOAT_PARTS = ("auto", "f32", "bf16")  # openvino-int8's unquantized layers; auto: bf16 where the CPU has it
+PRECISION_HINTS = ("", "f32", "f16", "bf16")  # OpenVINO's inference precision; "": the target's
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A string field that must be one of `choices`: a typo fails on load (`to_schema`) naming the key and
+    the choices. (OmegaConf 2.3 has no Literal type, and an Enum would change what YAML and code compare.)"""
+    return field(default=default, metadata={"choices": choices})
 
 
 @dataclass
@@ -55,7 +69,7 @@ class ExportConfig:
 
 @dataclass
 class SimplifyConfig:
-    tool: str = "onnxslim"  # onnxslim | onnxsim | none
+    tool: str = choice("onnxslim", SIMPLIFY_TOOLS)
     atol: float = 1e-4  # simplified vs unsimplified, both run in onnxruntime fp32
 
 
@@ -92,7 +106,7 @@ class VerifyConfig:
 
 @dataclass
 class CalibrationConfig:
-    source: str = "coco"  # coco | images | blank (blank only to prove verification catches it)
+    source: str = choice("coco", CALIBRATION_SOURCES)  # blank only proves that verification catches it
     coco_dir: str = DEMO_COCO_DIR  # COCO keypoint set: annotations.json + images
     images_dir: Optional[str] = None  # for source=images: every image used whole
     num_samples: int = 64
@@ -101,7 +115,7 @@ class CalibrationConfig:
 
 @dataclass
 class QuantizeConfig:
-    calibrate_method: str = "percentile"  # minmax | entropy | percentile (onnxruntime's calibrators)
+    calibrate_method: str = choice("percentile", CALIBRATE_METHODS)
     per_channel: bool = True
     # Node-name prefixes kept in float (no Q/DQ, NNCF ignored scope), e.g. the GAU head.
     keep_float: list[str] = field(default_factory=lambda: ["/head/"])
@@ -160,8 +174,8 @@ class OnnxRuntimeConfig:
 class OpenVINOConfig:
     device: str = "CPU"
     num_threads: int = 2
-    inference_precision_hint: str = ""  # "" follows the target; anything else is checked by verify
-    int8_float_part: str = "auto"  # openvino-int8's unquantized layers: auto (bf16 where the CPU has it) | f32 | bf16
+    inference_precision_hint: str = choice("", PRECISION_HINTS)  # "" follows the target; verify measures what ran
+    int8_float_part: str = choice("auto", INT8_FLOAT_PARTS)
 
 
 @dataclass
@@ -212,14 +226,29 @@ class RunConfig:
 
 
 def to_schema(schema: type, raw: DictConfig | dict, source: str = "config", hint: str = "") -> Any:
-    """Merge a composed config into its dataclass schema; a bad key or type names the key."""
+    """Merge a composed config into its dataclass schema; a bad key, type or choice names the key."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
+        loaded = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
         reason = str(exc).splitlines()[0]
         message = f"{source} key {key!r}: {reason}" if key else f"{source}: {reason}"
         raise ConfigError(message + (f"; {hint}" if hint else "")) from None
+    check_choices(loaded, source)
+    return loaded
+
+
+def check_choices(section: Any, source: str = "config", prefix: str = "") -> None:
+    """Raise ConfigError if a `choice` field of the dataclass `section`, or of one nested in it, holds another value."""
+    for item in dataclasses.fields(section):
+        value, key = getattr(section, item.name), prefix + item.name
+        choices = item.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{source} key {key!r}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        nested = value.items() if isinstance(value, dict) else [("", value)]
+        for name, child in nested:
+            if dataclasses.is_dataclass(child):
+                check_choices(child, source, f"{key}.{name}." if name else f"{key}.")
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:

@@ -11,8 +11,17 @@ import yaml
 from conftest import FP32_TARGETS, REPO_ROOT, VARIANT, run_python
 
 from pipeline.backends import TARGETS
-from pipeline.config import CONF_DIR, dump_yaml
+from pipeline.config import (
+    CALIBRATE_METHODS,
+    CALIBRATION_SOURCES,
+    CONF_DIR,
+    INT8_FLOAT_PARTS,
+    PRECISION_HINTS,
+    SIMPLIFY_TOOLS,
+    dump_yaml,
+)
 from pipeline.core.errors import ConfigError
+from pipeline.demo.config import PROGRESS_MODES, load_train_demo_config
 from pipeline.model.presets import all_presets
 from pipeline.planning.plan import job_paths, variant_paths
 from pipeline.run.configure import compose, load_config
@@ -104,7 +113,6 @@ def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_pa
     (["export.opsett=11"], ["export.opsett"]),
     (["+export.opsett=11"], ["export.opsett", "opsett"]),
     (["export.opset=eleven"], ["export.opset", "eleven"]),
-    (["simplify.tool=onnxsimplifier"], ["simplify.tool='onnxsimplifier'", "onnxslim, onnxsim or none"]),
     (["simplify=onnxsimplifier"], ["simplify=onnxsimplifier", "none, onnxsim, onnxslim"]),
     (["export.opset=6"], ["export.opset=6", "7..21"]),
     (["export.opset=22"], ["export.opset=22", "7..21"]),
@@ -117,6 +125,30 @@ def test_mistakes_are_config_errors_naming_the_key(overrides, fragments, tmp_pat
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+ENUM_TYPOS = [("simplify.tool", "onnxsimplifier", SIMPLIFY_TOOLS), ("calibration.source", "cocoo", CALIBRATION_SOURCES),
+              ("quantize.calibrate_method", "max", CALIBRATE_METHODS),
+              ("backends.openvino.int8_float_part", "fp32", INT8_FLOAT_PARTS),
+              ("backends.openvino.inference_precision_hint", "fp16", PRECISION_HINTS)]
+
+
+def _one_line_naming(message: str, key: str, typo: str, choices: tuple[str, ...]) -> None:
+    assert "\n" not in message and f"{key!r}" in message and f"{typo!r} is not one of" in message
+    assert message.endswith(", ".join(repr(c) for c in choices)), message
+
+
+@pytest.mark.parametrize("key, typo, choices", ENUM_TYPOS, ids=[key for key, _, _ in ENUM_TYPOS])
+def test_a_typo_in_an_enum_like_field_fails_at_load_naming_the_key_and_the_choices(key, typo, choices, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        compose_in(tmp_path, f"{key}={typo}")
+    _one_line_naming(str(info.value), key, typo, choices)
+
+
+def test_a_typo_in_the_demo_progress_mode_fails_at_load():
+    with pytest.raises(ConfigError) as info:
+        load_train_demo_config(["progress=bars"])
+    _one_line_naming(str(info.value), "progress", "bars", PROGRESS_MODES)
 
 
 def test_unknown_model_option_names_the_allowed_choices(tmp_path):
@@ -150,6 +182,7 @@ def test_params_file_loads(params_file, tmp_path):
     (lambda d: d.update(out_dri="x"), "out_dri"),
     (lambda d: d["verify"]["tolerances"]["fp32"].update(atoll=1.0), "atoll"),
     (lambda d: d["model"].update(trust_pickle="perhaps"), "model.trust_pickle"),
+    (lambda d: d["backends"]["openvino"].update(int8_float_part="fp32"), "backends.openvino.int8_float_part"),
     (lambda d: d.update(out_dir="elsewhere"), "plan does not match"),  # a hand-edited, stale plan
 ])
 def test_params_file_mistakes_are_config_errors(edit, fragment, params_file):
