@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from pipeline.core.errors import ConfigError
-from pipeline.demo import figures
 from pipeline.demo.config import CONF_DIR, TrainDemoConfig, load_train_demo_config
 from pipeline.demo.train import decode_simcc, deterministic, encode_simcc, evaluate, fit
+from pipeline.inputs import figures
 from pipeline.model.presets import rtmpose_spec
 from pipeline.model.rtmpose import RTMPose, build_network
 
