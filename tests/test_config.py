@@ -3,6 +3,7 @@ ConfigError naming the key; params.yaml is in sync with conf/; the plan's names 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipeline.config import (
     INT8_FLOAT_PARTS,
     PRECISION_HINTS,
     SIMPLIFY_TOOLS,
+    RunConfig,
     dump_yaml,
 )
 from pipeline.core.errors import ConfigError
@@ -196,6 +198,31 @@ def test_params_file_and_overrides_are_exclusive(params_file, tmp_path):
         load_config(["export.opset=11"], params_file=params_file)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(params_file=tmp_path / "missing.yaml")
+
+
+SELECTORS = {"simplify.tool", "extra_variants"}  # what a group option selects, stated even where it is the default
+
+
+def _leaves(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_conf_restates_no_default_of_the_schema():
+    """Every default lives in pipeline/config.py; conf/ only selects and overrides (and sets what has no default)."""
+    defaults = dict(_leaves(dataclasses.asdict(RunConfig())))
+    files = {CONF_DIR / "config.yaml": ""}
+    for group in ("matrix", "simplify", "verify"):
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            files[path] = "" if path.read_text().startswith("# @package _global_") else f"{group}."
+    for path, prefix in files.items():
+        data = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("defaults", "hydra")}
+        for key, value in _leaves(data, prefix):
+            assert key in SELECTORS or defaults.get(key, object()) != value, (
+                f"{path.relative_to(REPO_ROOT)}: {key}: {value!r} restates the default of pipeline/config.py")
 
 
 def test_params_yaml_is_in_sync_with_conf():
