@@ -282,11 +282,11 @@ def to_schema(schema: type, raw: DictConfig | dict, source: str = "config", hint
         reason = str(exc).splitlines()[0]
         message = f"{source} key {key!r}: {reason}" if key else f"{source}: {reason}"
         raise ConfigError(message + (f"; {hint}" if hint else "")) from None
-    check_choices(loaded, source)
+    _check_choices(loaded, source)
     return loaded
 
 
-def check_choices(section: Any, source: str = "config", prefix: str = "") -> None:
+def _check_choices(section: Any, source: str = "config", prefix: str = "") -> None:
     """Raise ConfigError if a `choice` field of the dataclass `section`, or of one nested in it, holds another value."""
     for item in dataclasses.fields(section):
         value, key = getattr(section, item.name), prefix + item.name
@@ -296,7 +296,7 @@ def check_choices(section: Any, source: str = "config", prefix: str = "") -> Non
         nested = value.items() if isinstance(value, dict) else [("", value)]
         for name, child in nested:
             if dataclasses.is_dataclass(child):
-                check_choices(child, source, f"{key}.{name}." if name else f"{key}.")
+                _check_choices(child, source, f"{key}.{name}." if name else f"{key}.")
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:

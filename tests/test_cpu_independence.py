@@ -47,7 +47,8 @@ from pipeline.planning.plan import spec_of
 variant = spec_of(cfg, "rtmpose-t_coco17_256x192")
 model, info = build_reference_model(cfg.model, variant)
 export_onnx(model, variant, info, cfg.export, out / "export.onnx")
-inputs = np.concatenate([normalize(golden_crops(variant, 1), variant.preprocess), random_inputs(variant.input_hw, 1, 0)])
+crops = normalize(golden_crops(variant, 1), variant.preprocess)
+inputs = np.concatenate([crops, random_inputs(variant.input_hw, 1, 0)])
 for tool in ("onnxslim", "onnxsim"):
     simplify_onnx(onnx.load(str(out / "export.onnx")), variant, SimplifyConfig(tool=tool), inputs,
                   out / f"{tool}.onnx")

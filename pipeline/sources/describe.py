@@ -68,8 +68,8 @@ def source_kind(path: Path) -> str:
     if path.is_dir():
         if all((path / name).is_file() for name in SDK_REQUIRED_FILES):
             return "sdk"
-        raise InputError(f"model.checkpoint={path} is a folder without {' and '.join(SDK_REQUIRED_FILES)}; point it at an "
-                         "MMDeploy SDK folder, a .zip of one, a .pth or an .onnx file")
+        raise InputError(f"model.checkpoint={path} is a folder without {' and '.join(SDK_REQUIRED_FILES)}; point "
+                         "it at an MMDeploy SDK folder, a .zip of one, a .pth or an .onnx file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
