@@ -4,9 +4,10 @@
     python -m pipeline.infer end2end.onnx photo.jpg --model rtmpose-m_coco17_256x192 --save pose.png
     python -m pipeline.infer ARTIFACT IMAGE backends.openvino.num_threads=1   # config overrides
 
-An artifact directory runs with the runtime settings `build` recorded in its artifact.json (threads,
-hints, static batch: what the `tune` stage measured and the benchmark timed); `backends.*` overrides
-apply to artifacts and bare model files that record none.
+An artifact directory runs with its recorded runtime settings (threads, hints, static batch: what the
+`tune` stage measured and the benchmark timed): a released artifact's artifact.json `runtime`, else the
+tune record beside a built one (`<variant dir>/tune/<target>.json`; `build` records none, see
+pipeline/backends/runtime.py); `backends.*` overrides apply to artifacts and bare model files without either.
 
 ARTIFACT is an artifact directory as `build` writes it (`artifact.json` names backend, target and
 variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` +
@@ -41,6 +42,7 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.backends import Target
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.core.errors import InputError, PipelineError
 from pipeline.core.onnx_io import INPUT_NAME, get_metadata, load_onnx
 from pipeline.model.decode import check_outputs, decode_to_image
@@ -50,8 +52,6 @@ from pipeline.model.spec import ModelSpec, generic_keypoint_names
 from pipeline.package.dropin import FILE_KINDS
 from pipeline.run.configure import load_config
 from pipeline.sources.describe import METADATA_SPEC_KEY, describe_onnx
-
-ARTIFACT_META = "artifact.json"  # written by pipeline.run.steps.build
 
 FILE_KINDS_BY_BACKEND = {backend: name for backend, name, _ in FILE_KINDS.values()}
 DRAW_MIN_SCORE = 0.3  # mmpose's visualizer default kpt_thr

@@ -38,11 +38,14 @@ import numpy as np
 import yaml
 
 from pipeline import backends
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.check.verify import compare_output
 from pipeline.config import REPO_ROOT
 from pipeline.core.io import read_npz
 from pipeline.core.onnx_io import load_onnx, run_fp32
+from pipeline.package.dropin import RTMLIB_ZIP
 from pipeline.run.configure import load_config
+from pipeline.sources.sdk import DETAIL_JSON
 
 # Stage kind -> (rule, why), for the stages whose outputs are not required to be identical.
 RULES = {
@@ -154,7 +157,7 @@ def compare_outputs(committed: Path, rebuilt: Path, job: dict | None, precision:
 
 
 # Shipped files that record the tuned runtime settings (pipeline/package/release.py): measurements of the machine.
-TUNED_FILES = ("artifact.json", "detail.json", "rtmlib.zip")  # the zip holds a detail.json
+TUNED_FILES = (ARTIFACT_META, DETAIL_JSON, RTMLIB_ZIP)  # the zip holds a detail.json
 
 
 def compare_release(committed: Path, rebuilt: Path) -> tuple[bool, str]:

@@ -29,7 +29,8 @@ from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-ma
 
 from pipeline.config import RunConfig
 from pipeline.graph.export import export_onnx
-from pipeline.inputs.golden import golden_inputs
+from pipeline.inputs.golden import golden_crops, photo_crops, random_inputs
+from pipeline.model.preprocess import normalize
 from pipeline.model.presets import preset_spec
 from pipeline.model.rtmpose import build_network
 from pipeline.model.spec import ModelSpec
@@ -67,6 +68,18 @@ def t_state_dict(t_variant) -> "OrderedDict[str, torch.Tensor]":
 def t_model(t_cfg) -> torch.nn.Module:
     model, _ = build_reference_model(t_cfg.model, preset_spec(VARIANT))
     return model
+
+
+def photo_inputs(spec: ModelSpec) -> np.ndarray:
+    """[P,3,H,W] float32 crops of the bundled photos, preprocessed as `spec` says."""
+    return normalize(photo_crops(spec), spec.preprocess)
+
+
+def golden_inputs(spec: ModelSpec, num_figures: int, num_random: int, seed: int) -> np.ndarray:
+    """Photos, then figures, then random tensors, as the reference stage makes them: the first photos +
+    figures inputs are images, preprocessed as `spec` says."""
+    return np.concatenate([normalize(golden_crops(spec, num_figures), spec.preprocess),
+                           random_inputs(spec.input_hw, num_random, seed)])
 
 
 @pytest.fixture(scope="session")

@@ -124,11 +124,13 @@ def photo_crops(input_size: tuple[int, int]) -> np.ndarray:
     """The golden photo crops [3,3,H,W] at an (W, H) input size, with mmpose's default preprocessing."""
     import dataclasses
 
-    from pipeline.inputs.golden import photo_inputs
+    from pipeline.inputs.golden import photo_crops as crops_of
+    from pipeline.model.preprocess import normalize
     from pipeline.model.presets import preset_spec
 
     spec = preset_spec("rtmpose-t_coco17_256x192")
-    return photo_inputs(dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=tuple(input_size))))
+    spec = dataclasses.replace(spec, codec=dataclasses.replace(spec.codec, input_size=tuple(input_size)))
+    return normalize(crops_of(spec), spec.preprocess)
 
 
 # --------------------------------------------------------------------------------------------- reading

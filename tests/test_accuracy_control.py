@@ -8,12 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, VARIANT
+from conftest import REPO_ROOT, VARIANT, golden_inputs
 
 pytestmark = pytest.mark.slow  # NNCF ranks every quantizer: minutes on 2 cores
 from pipeline.core.errors import ConfigError
 from pipeline.graph.export import export_onnx
-from pipeline.inputs.golden import golden_inputs
 from pipeline.model.decode import confident_keypoints, simcc_argmax
 from pipeline.planning.plan import model_config, spec_of
 from pipeline.run.configure import load_config

@@ -3,6 +3,7 @@ ConfigError naming the key; params.yaml is in sync with conf/; the plan's names 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +12,18 @@ import yaml
 from conftest import FP32_TARGETS, REPO_ROOT, VARIANT, run_python
 
 from pipeline.backends import TARGETS
-from pipeline.config import CONF_DIR, dump_yaml
+from pipeline.config import (
+    CALIBRATE_METHODS,
+    CALIBRATION_SOURCES,
+    CONF_DIR,
+    INT8_FLOAT_PARTS,
+    PRECISION_HINTS,
+    SIMPLIFY_TOOLS,
+    RunConfig,
+    dump_yaml,
+)
 from pipeline.core.errors import ConfigError
+from pipeline.demo.config import PROGRESS_MODES, load_train_demo_config
 from pipeline.model.presets import all_presets
 from pipeline.planning.plan import job_paths, variant_paths
 from pipeline.run.configure import compose, load_config
@@ -104,7 +115,6 @@ def test_plan_names_jobs_variant_dot_target_and_keeps_paths_under_out_dir(tmp_pa
     (["export.opsett=11"], ["export.opsett"]),
     (["+export.opsett=11"], ["export.opsett", "opsett"]),
     (["export.opset=eleven"], ["export.opset", "eleven"]),
-    (["simplify.tool=onnxsimplifier"], ["simplify.tool='onnxsimplifier'", "onnxslim, onnxsim or none"]),
     (["simplify=onnxsimplifier"], ["simplify=onnxsimplifier", "none, onnxsim, onnxslim"]),
     (["export.opset=6"], ["export.opset=6", "7..21"]),
     (["export.opset=22"], ["export.opset=22", "7..21"]),
@@ -117,6 +127,30 @@ def test_mistakes_are_config_errors_naming_the_key(overrides, fragments, tmp_pat
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+ENUM_TYPOS = [("simplify.tool", "onnxsimplifier", SIMPLIFY_TOOLS), ("calibration.source", "cocoo", CALIBRATION_SOURCES),
+              ("quantize.calibrate_method", "max", CALIBRATE_METHODS),
+              ("backends.openvino.int8_float_part", "fp32", INT8_FLOAT_PARTS),
+              ("backends.openvino.inference_precision_hint", "fp16", PRECISION_HINTS)]
+
+
+def _one_line_naming(message: str, key: str, typo: str, choices: tuple[str, ...]) -> None:
+    assert "\n" not in message and f"{key!r}" in message and f"{typo!r} is not one of" in message
+    assert message.endswith(", ".join(repr(c) for c in choices)), message
+
+
+@pytest.mark.parametrize("key, typo, choices", ENUM_TYPOS, ids=[key for key, _, _ in ENUM_TYPOS])
+def test_a_typo_in_an_enum_like_field_fails_at_load_naming_the_key_and_the_choices(key, typo, choices, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        compose_in(tmp_path, f"{key}={typo}")
+    _one_line_naming(str(info.value), key, typo, choices)
+
+
+def test_a_typo_in_the_demo_progress_mode_fails_at_load():
+    with pytest.raises(ConfigError) as info:
+        load_train_demo_config(["progress=bars"])
+    _one_line_naming(str(info.value), "progress", "bars", PROGRESS_MODES)
 
 
 def test_unknown_model_option_names_the_allowed_choices(tmp_path):
@@ -150,6 +184,7 @@ def test_params_file_loads(params_file, tmp_path):
     (lambda d: d.update(out_dri="x"), "out_dri"),
     (lambda d: d["verify"]["tolerances"]["fp32"].update(atoll=1.0), "atoll"),
     (lambda d: d["model"].update(trust_pickle="perhaps"), "model.trust_pickle"),
+    (lambda d: d["backends"]["openvino"].update(int8_float_part="fp32"), "backends.openvino.int8_float_part"),
     (lambda d: d.update(out_dir="elsewhere"), "plan does not match"),  # a hand-edited, stale plan
 ])
 def test_params_file_mistakes_are_config_errors(edit, fragment, params_file):
@@ -163,6 +198,31 @@ def test_params_file_and_overrides_are_exclusive(params_file, tmp_path):
         load_config(["export.opset=11"], params_file=params_file)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(params_file=tmp_path / "missing.yaml")
+
+
+SELECTORS = {"simplify.tool", "extra_variants"}  # what a group option selects, stated even where it is the default
+
+
+def _leaves(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_conf_restates_no_default_of_the_schema():
+    """Every default lives in pipeline/config.py; conf/ only selects and overrides (and sets what has no default)."""
+    defaults = dict(_leaves(dataclasses.asdict(RunConfig())))
+    files = {CONF_DIR / "config.yaml": ""}
+    for group in ("matrix", "simplify", "verify"):
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            files[path] = "" if path.read_text().startswith("# @package _global_") else f"{group}."
+    for path, prefix in files.items():
+        data = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("defaults", "hydra")}
+        for key, value in _leaves(data, prefix):
+            assert key in SELECTORS or defaults.get(key, object()) != value, (
+                f"{path.relative_to(REPO_ROOT)}: {key}: {value!r} restates the default of pipeline/config.py")
 
 
 def test_params_yaml_is_in_sync_with_conf():

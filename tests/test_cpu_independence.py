@@ -35,7 +35,8 @@ import numpy as np, torch
 from pipeline.config import SimplifyConfig
 from pipeline.run.configure import load_config
 from pipeline.graph.export import export_onnx
-from pipeline.inputs.golden import golden_inputs
+from pipeline.inputs.golden import golden_crops, random_inputs
+from pipeline.model.preprocess import normalize
 from pipeline.graph.simplify import simplify_onnx
 from pipeline.sources.weights import build_reference_model
 import onnx
@@ -46,7 +47,8 @@ from pipeline.planning.plan import spec_of
 variant = spec_of(cfg, "rtmpose-t_coco17_256x192")
 model, info = build_reference_model(cfg.model, variant)
 export_onnx(model, variant, info, cfg.export, out / "export.onnx")
-inputs = golden_inputs(variant, 1, 1, 0)
+crops = normalize(golden_crops(variant, 1), variant.preprocess)
+inputs = np.concatenate([crops, random_inputs(variant.input_hw, 1, 0)])
 for tool in ("onnxslim", "onnxsim"):
     simplify_onnx(onnx.load(str(out / "export.onnx")), variant, SimplifyConfig(tool=tool), inputs,
                   out / f"{tool}.onnx")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VARIANT
+from conftest import VARIANT, photo_inputs
 from test_infer import TARGETS, artifact_dir, build_fp32_artifacts, reference_pose
 
 from pipeline.backends import Target
@@ -18,7 +18,8 @@ from pipeline.inputs.golden import DATA_DIR
 from pipeline.model.preprocess import load_rgb
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import PreprocessSpec
-from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, SDK_FILES, write_dropin
+from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, write_dropin
+from pipeline.sources.sdk import SDK_FILES
 
 BOX = [20, 10, 370, 512]
 
@@ -112,8 +113,6 @@ def test_zip_holds_end2end_onnx_and_is_deterministic(built, tmp_path):
 def test_zip_loads_as_rtmlib_loads_it(built, extracted):
     """rtmlib: onnxruntime session, the first input, outputs by position (simcc_x, then simcc_y)."""
     import onnxruntime as ort
-
-    from pipeline.inputs.golden import photo_inputs
 
     session = ort.InferenceSession(str(extracted / RTMLIB_ONNX), providers=["CPUExecutionProvider"])
     crops = photo_inputs(preset_spec(VARIANT))[:1]

@@ -68,6 +68,26 @@ def test_headline_divides_by_the_fastest_peer():
     assert headline([], peers) is None
 
 
+@pytest.mark.parametrize("targets, peers, pick, peer", [
+    ([("undrifted", 2.0, None), ("drifted", 3.0, 0.1)], [], "undrifted", None),  # verified is enough
+    ([("x", 2.0, 0.5), ("y", 2.0, 0.2)], [("q", 4.0, None), ("p", 4.0, None)], "y", "p"),  # ties: drift, name
+    ([("b", 2.0, 0.2), ("a", 2.0, 0.2), ("c", 2.0, None)], [("p", 3.0, 0.1)], "a", "p"),  # unmeasured drift last
+])
+def test_the_report_and_the_benchmark_pick_by_one_rule(targets, peers, pick, peer):
+    from pipeline.run.steps import headline as benchmark_headline
+
+    rows = [_row(name, "passed", ms, drift) for name, ms, drift in targets]
+    peer_rows = [_row(name, "peer", ms, drift, "peer") for name, ms, drift in peers]
+    top = headline(rows, peer_rows)
+    assert (top.recommended.target, top.peer.target if top.peer else None) == (pick, peer)
+    timed = {name: {"name": name, "kind": kind, "latency_ms_median": ms,
+                    "verification": {"passed": True, "mean_drift_px": drift}}
+             for kind, entries in (("target", targets), ("peer", peers)) for name, ms, drift in entries}
+    written = benchmark_headline(timed)
+    assert (written["recommended"], written["best_peer"]) == (pick, peer)
+    assert written["latency_ratio_vs_best_peer"] == top.ratio
+
+
 @pytest.mark.parametrize("text, shown", [
     ("max_mean_drift_px > 3", "max_mean_drift_px > 3"),  # intraword underscores and > stay readable
     ("a | b", "a \\| b"),

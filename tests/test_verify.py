@@ -17,7 +17,6 @@ from pipeline.check.verify import (
     compare_output,
     keypoint_metrics,
     onnx_metadata_normalization,
-    sdk_normalization,
     summary_lines,
 )
 from pipeline.config import Tolerance
@@ -27,6 +26,7 @@ from pipeline.model.preprocess import normalize
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import PreprocessSpec
 from pipeline.package.dropin import pipeline_json
+from pipeline.sources.sdk import sdk_normalization
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
 

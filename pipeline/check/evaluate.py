@@ -32,9 +32,10 @@ import numpy as np
 
 from pipeline import backends
 from pipeline.check.reference import reference_forward
+from pipeline.config import DEMO_COCO_DIR
 from pipeline.core.errors import ConfigError, InputError, RuntimeMissingError, VerificationError
 from pipeline.core.io import remove_outputs, write_json
-from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES
+from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, fixed_batch, load_onnx
 from pipeline.core.progress import progress_bar
 from pipeline.model.decode import check_outputs, decode_to_image
 from pipeline.model.preprocess import load_rgb, preprocess_boxes
@@ -66,7 +67,7 @@ def load_dataset(dataset_dir: Path, num_keypoints: int) -> tuple[dict, list[Inst
     annotations = dataset_dir / "annotations.json"
     if not annotations.is_file():
         raise InputError(f"evaluate.dataset_dir={dataset_dir} has no annotations.json; point it at a COCO "
-                         "keypoint set (e.g. the demo-data stage's artifacts/demo/coco)")
+                         f"keypoint set (e.g. the demo-data stage's {DEMO_COCO_DIR})")
     try:
         data = json.loads(annotations.read_text(encoding="utf-8"))
         files = {image["id"]: image["file_name"] for image in data["images"]}
@@ -174,12 +175,9 @@ def keypoint_ap(ground_truth: dict, results: list[dict]) -> dict[str, float | No
 
 def _fixed_batch(onnx_path: Path) -> int | None:
     """The static batch size every target inherits from the simplified ONNX, or None if it is dynamic."""
-    import onnx
-
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path} is missing; run the simplify and build stages before evaluate")
-    dim = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
-    return int(dim.dim_value) if dim.HasField("dim_value") else None
+    return fixed_batch(load_onnx(onnx_path))
 
 
 def _target_forwards(cfg, variant_name: str) -> dict[str, Forward]:

@@ -21,7 +21,8 @@ from pipeline.core.onnx_io import OUTPUT_NAMES, canonicalize_io, check_io, load_
 from pipeline.model.spec import ModelSpec
 from pipeline.planning.plan import model_config, spec_of, variant_entry
 from pipeline.sources.checkpoint import sha256_file
-from pipeline.sources.describe import read_sdk, resolve_path, source_kind
+from pipeline.sources.describe import resolve_path, source_kind
+from pipeline.sources.sdk import read_sdk
 from pipeline.sources.weights import WeightsInfo, build_reference_model
 
 Forward = Callable[[np.ndarray], dict[str, np.ndarray]]

@@ -40,12 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import Tolerance
 from pipeline.core.errors import ConfigError
-from pipeline.core.onnx_io import OUTPUT_NAMES
+from pipeline.core.onnx_io import OUTPUT_NAMES, get_metadata
 from pipeline.model.decode import SIMCC_SPLIT_RATIO, confident_keypoints, simcc_argmax
 from pipeline.model.preprocess import normalize
 from pipeline.model.spec import PreprocessSpec
+from pipeline.sources.sdk import PIPELINE_JSON, sdk_normalization
 
 EPS = 1e-12
 FLOAT64 = "_float64"  # reference.npz: `simcc_x_float64` is the float64 run of `simcc_x`
@@ -336,36 +338,23 @@ def onnx_metadata_normalization(metadata: Mapping[str, str]) -> PreprocessSpec |
         raise ConfigError(f"ONNX metadata {'/'.join(keys)} are unreadable ({exc}); re-export the model") from None
 
 
-def sdk_normalization(pipeline_json: Mapping) -> PreprocessSpec | None:
-    """The preprocessing MMDeploy's SDK runs per a pipeline.json: its `Normalize` transform, or None.
-
-    The SDK decodes images as BGR; `to_rgb` converts to RGB before (x - mean) / std.
-    """
-    for task in pipeline_json.get("pipeline", {}).get("tasks", []):
-        for transform in task.get("transforms", []) if isinstance(task, dict) else []:
-            if transform.get("type") == "Normalize":
-                return PreprocessSpec(tuple(transform["mean"]), tuple(transform["std"]), bool(transform.get("to_rgb")))
-    return None
-
-
 def recorded_normalizations(artifact_dir: Path) -> dict[str, PreprocessSpec]:
     """The preprocessing an artifact directory records, by where: `pipeline.json` (MMDeploy SDK) and
     `ONNX metadata` (the model file's own for an ONNX artifact, else the source's in artifact.json)."""
     artifact_dir = Path(artifact_dir)
     recorded: dict[str, PreprocessSpec] = {}
-    sdk = artifact_dir / "pipeline.json"
+    sdk = artifact_dir / PIPELINE_JSON
     if sdk.is_file():
         found = sdk_normalization(json.loads(sdk.read_text(encoding="utf-8")))
         if found:
-            recorded["pipeline.json"] = found
+            recorded[PIPELINE_JSON] = found
     metadata: Mapping[str, str] = {}
     if (artifact_dir / "model.onnx").is_file():
         import onnx
 
-        proto = onnx.load(str(artifact_dir / "model.onnx"), load_external_data=False)
-        metadata = {p.key: p.value for p in proto.metadata_props}
-    elif (artifact_dir / "artifact.json").is_file():
-        metadata = json.loads((artifact_dir / "artifact.json").read_text(encoding="utf-8")).get("onnx_metadata", {})
+        metadata = get_metadata(onnx.load(str(artifact_dir / "model.onnx"), load_external_data=False))
+    elif (artifact_dir / ARTIFACT_META).is_file():
+        metadata = json.loads((artifact_dir / ARTIFACT_META).read_text(encoding="utf-8")).get("onnx_metadata", {})
     found = onnx_metadata_normalization(metadata)
     if found:
         recorded["ONNX metadata"] = found

@@ -3,8 +3,10 @@
 The GPU fingerprint is part of the composed config (`hardware:` in conf/config.yaml, via the
 `rtmpose_hardware` resolver) and every build stage reads its backend's (pipeline/planning/stage_deps.py), so
 it is in the stage's deps file: an engine cached on one GPU/driver/TensorRT combination is never
-restored onto another, it is rebuilt. The CPU fingerprint keys the `tune` stage the same way (runtime
-settings measured on one CPU are re-measured on another) and is recorded next to every benchmark figure.
+restored onto another, it is rebuilt. The CPU fingerprint keys no stage: params.yaml and every CPU artifact
+are the same on any x86 CPU (conf/config.yaml), so DVC does not re-measure the `tune` stage on another CPU;
+it is recorded instead, in every tune record and next to every benchmark figure (`machine`), to say where
+they were measured.
 """
 
 from __future__ import annotations

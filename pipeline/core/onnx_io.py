@@ -71,10 +71,15 @@ def io_dims(model: onnx.ModelProto, source: str) -> tuple[list[int | str], dict[
     return _dims(inputs[0]), {name: _dims(o) for name, o in zip(OUTPUT_NAMES, ordered)}
 
 
+def input_dims(model: onnx.ModelProto) -> list[int | str]:
+    """The image input's dims [N,3,H,W]: the size where the graph fixes one, else the symbolic name ("?" unnamed)."""
+    return _dims(graph_inputs(model)[0])
+
+
 def fixed_batch(model: onnx.ModelProto) -> int | None:
     """The graph's batch size when its input fixes one, else None (dynamic)."""
-    dim = graph_inputs(model)[0].type.tensor_type.shape.dim[0]
-    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    batch = input_dims(model)[0]
+    return batch if isinstance(batch, int) and batch > 0 else None
 
 
 def pin_keypoint_dim(model: onnx.ModelProto, input_size: tuple[int, int], batch: int | str, source: str) -> int:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.config import CONF_DIR, compose, to_schema  # noqa: F401  CONF_DIR: where train_demo.yaml lives
+from pipeline.config import CONF_DIR, DEMO_COCO_DIR, choice, compose, to_schema
 from pipeline.core.errors import ConfigError
 from pipeline.model.presets import preset_spec
 
@@ -36,11 +36,11 @@ class TrainDemoConfig:
     beta: float = 10.0  # KLDiscretLoss temperature; labels are softmax(beta * gaussian)
     eval_images: int = 256
     threads: int = 2  # torch intra-op threads; results are reproducible for a fixed value
-    progress: str = "auto"  # auto: tqdm bar on a TTY, log lines otherwise; bar | log | off
+    progress: str = choice("auto", PROGRESS_MODES)  # auto: tqdm bar on a TTY, log lines otherwise
     log_every: int = 50  # steps between log lines in `log` mode
     demo_checkpoint: str = "checkpoints/rtmpose-t_coco17_256x192_demo.pth"
     demo_metrics: str = "checkpoints/rtmpose-t_coco17_256x192_demo.json"
-    demo_coco_dir: str = "artifacts/demo/coco"
+    demo_coco_dir: str = DEMO_COCO_DIR
     coco_images: int = 200
     coco_seed: int = 2
     coco_image_size: list[int] = field(default_factory=lambda: [384, 288])  # scene (H, W)
@@ -61,8 +61,6 @@ class TrainDemoConfig:
             raise ConfigError(f"eval_seed={self.eval_seed} equals seed; held-out images need another seed")
         if len(self.sigma) != 2 or min(self.sigma) <= 0:
             raise ConfigError(f"sigma={list(self.sigma)} must be two positive numbers (x, y) in SimCC bins")
-        if self.progress not in PROGRESS_MODES:
-            raise ConfigError(f"progress={self.progress!r}; choose one of {', '.join(PROGRESS_MODES)}")
         if len(self.coco_image_size) != 2:
             raise ConfigError(f"coco_image_size={list(self.coco_image_size)} must be [H, W]")
 

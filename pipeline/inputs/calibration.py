@@ -55,12 +55,10 @@ def calibration_inputs(cfg: CalibrationConfig, spec: ModelSpec) -> np.ndarray:
         return np.stack([normalize(np.full((*input_hw, 3), 128, np.uint8), pre)] * cfg.num_samples)
     if cfg.source == "coco":
         items: list = _coco_items(Path(cfg.coco_dir))
-    elif cfg.source == "images":
+    else:  # images: the schema admits no other source (pipeline/config.py: CALIBRATION_SOURCES)
         if not cfg.images_dir:
             raise ConfigError("calibration.source=images needs calibration.images_dir")
         items = _folder_items(Path(cfg.images_dir))
-    else:
-        raise ConfigError(f"calibration.source={cfg.source!r}; choose coco, images or blank")
     if not items:
         raise InputError(f"calibration.source={cfg.source}: no usable images or person boxes found")
     rng = np.random.default_rng(cfg.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.inputs.figures import render_batch
-from pipeline.model.preprocess import crop, load_rgb, normalize
+from pipeline.model.preprocess import crop, load_rgb
 from pipeline.model.spec import ModelSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -36,9 +36,6 @@ def photo_crops(spec: ModelSpec) -> np.ndarray:
                      for name, box in PHOTO_BOXES])
 
 
-def photo_inputs(spec: ModelSpec) -> np.ndarray:
-    """[P,3,H,W] float32 crops of the bundled photos, preprocessed as `spec` says."""
-    return normalize(photo_crops(spec), spec.preprocess)
 
 FIGURE_SEED = 1000  # apart from the demo's training (0) and held-out (1) seeds
 
@@ -59,10 +56,3 @@ def random_inputs(input_hw: tuple[int, int], count: int, seed: int) -> np.ndarra
 def golden_crops(spec: ModelSpec, num_figures: int) -> np.ndarray:
     """[P+F,H,W,3] uint8 RGB: the photo crops, then the figure crops (the image part of the golden set)."""
     return np.concatenate([photo_crops(spec), figure_crops(spec.input_hw, num_figures)])
-
-
-def golden_inputs(spec: ModelSpec, num_figures: int, num_random: int, seed: int) -> np.ndarray:
-    """Photos, then figures, then random tensors: the first photos + figures inputs are images,
-    preprocessed as `spec` says."""
-    return np.concatenate([normalize(golden_crops(spec, num_figures), spec.preprocess),
-                           random_inputs(spec.input_hw, num_random, seed)])

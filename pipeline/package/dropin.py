@@ -40,9 +40,10 @@ from typing import Any
 from pipeline.backends import Target, get_target
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path, write_json
-from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES
+from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, fixed_batch
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import ModelSpec
+from pipeline.sources.sdk import DEPLOY_JSON, DETAIL_JSON, PIPELINE_JSON
 
 # The files of each backend's artifact, by model file suffix: backend, the file its Runner opens in the
 # artifact directory, and the companions it opens too (a suffix means "same stem as the model file").
@@ -57,7 +58,6 @@ FILE_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
 MMDEPLOY_VERSION = "1.3.1"
 MMPOSE_VERSION = "1.3.2"  # the codebase version RTMPose's released configs run on
 MODEL_NAME = "topdownposeestimator"  # MMDeploy: the mmpose model type, lower-cased
-SDK_FILES = ("deploy.json", "detail.json", "pipeline.json")
 RTMLIB_ZIP, RTMLIB_ONNX = "rtmlib.zip", "end2end.onnx"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # What mmdeploy's Collect keeps for mmpose top-down models (get_preprocess).
@@ -78,9 +78,8 @@ def onnx_facts(path: Path) -> dict[str, Any]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    return {"opset": int(opset), "dynamic_batch": not dim.HasField("dim_value")}
+    return {"opset": int(opset), "dynamic_batch": fixed_batch(proto) is None}
 
 
 def _tensor_names(artifact_dir: Path, backend: str) -> tuple[str, dict[str, str]]:
@@ -168,9 +167,9 @@ def sdk_files(artifact_dir: Path, target: Target, spec: ModelSpec, onnx_metadata
               runtime: dict[str, Any] | None = None) -> dict[str, dict]:
     input_name, output_map = _tensor_names(artifact_dir, target.backend)
     return {
-        "deploy.json": deploy_json(target, net, weights, dynamic_batch),
-        "pipeline.json": pipeline_json(spec, input_name, output_map),
-        "detail.json": detail_json(target, spec, net if net.endswith(".onnx") else "model.onnx", opset,
+        DEPLOY_JSON: deploy_json(target, net, weights, dynamic_batch),
+        PIPELINE_JSON: pipeline_json(spec, input_name, output_map),
+        DETAIL_JSON: detail_json(target, spec, net if net.endswith(".onnx") else "model.onnx", opset,
                                    dynamic_batch, onnx_metadata, runtime),
     }
 

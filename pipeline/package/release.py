@@ -28,7 +28,7 @@ from pipeline.sources.checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
 # Verification figures copied into the manifest (the full metrics stay in artifacts/<variant>/metrics/).
-FIGURES = ("rule", "tolerance_rule", "keypoints", "execution_precision")
+FIGURES = ("rule", "keypoints")  # the executed precisions come from the runtime settings
 
 
 def _metrics(path: Path) -> dict[str, Any]:
@@ -40,8 +40,7 @@ def _metrics(path: Path) -> dict[str, Any]:
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The verification figures a consumer needs to trust the artifact, per output and over keypoints."""
-    outputs = {name: {key: result.get(key) for key in ("needs_atol", "needs_rtol", "cosine", "rule", "tolerance")
-                      if key in result}
+    outputs = {name: {key: result.get(key) for key in ("needs_atol", "needs_rtol", "cosine", "rule") if key in result}
                for name, result in metrics.get("outputs", {}).items()}
     summary: dict[str, Any] = {"outputs": outputs}
     for key in FIGURES:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from pipeline.backends import BACKENDS, availability, get_target
 from pipeline.backends.runtime import TUNE_DIR
-from pipeline.config import ModelConfig, to_schema
+from pipeline.config import ModelConfig, register_schema, to_schema
 from pipeline.core.errors import ConfigError
 from pipeline.core.hardware import gpu_fingerprint
 from pipeline.model.keypoints import COCO17
@@ -213,7 +213,7 @@ def _hardware_resolver() -> Any:
 
 
 def register_resolvers() -> None:
-    """The plan/hardware resolvers and the `model` group's presets (Hydra's ConfigStore), once per process.
+    """The plan/hardware resolvers, the schema and the `model` group's presets (Hydra's ConfigStore), once per process.
 
     Called by `pipeline.run.configure.compose` and by `hydra_plugins/rtmpose_pipeline`, which Hydra imports
     wherever it composes `conf/` (DVC's `dvc exp run` included)."""
@@ -223,6 +223,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rtmpose_hardware", _hardware_resolver)
     if not OmegaConf.has_resolver("rtmpose_presets"):
         OmegaConf.register_new_resolver("rtmpose_presets", _presets_resolver)
+    register_schema()
     register_model_presets()
 
 
@@ -248,8 +249,6 @@ def check_config(cfg: Any) -> None:
         precision = get_target(name).precision
         if precision not in cfg.verify.tolerances:
             raise ConfigError(f"verify.tolerances has no entry for precision {precision!r} (target {name})")
-    if cfg.simplify.tool not in ("onnxslim", "onnxsim", "none"):
-        raise ConfigError(f"simplify.tool={cfg.simplify.tool!r}; choose onnxslim, onnxsim or none")
     if not 7 <= cfg.export.opset <= 21:
         raise ConfigError(f"export.opset={cfg.export.opset} is outside 7..21")
     expected = make_plan(cfg.model, list(cfg.targets), cfg.out_dir,

@@ -46,7 +46,7 @@ class Column:
 
 
 def photo_matrices(spec: ModelSpec) -> list[np.ndarray]:
-    """The 2x3 image->crop matrix of each photo crop (golden.photo_inputs makes crops with these)."""
+    """The 2x3 image->crop matrix of each photo crop (golden.photo_crops cuts crops with these)."""
     padding = spec.preprocess.bbox_padding
     return [warp_matrix(*box_to_center_scale(box, spec.input_hw, padding), spec.input_hw) for _, box in PHOTO_BOXES]
 

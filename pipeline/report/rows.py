@@ -9,7 +9,7 @@ target of a variant), `kind="peer"` for a peer baseline, what a user gets withou
 plain export in onnxruntime with default options). Peers come from the benchmark file's optional `peers`
 section, in the same shape as its `targets` entries plus a `description`; renderers show whatever rows
 exist. The Pareto front, the recommended artifact and the headline ratio are computed here as pure
-functions of the rows.
+functions of the rows (the recommendation by the benchmark's own rule, pipeline/measure/headline.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from itertools import groupby
 from pathlib import Path
 
 from pipeline.backends import get_target
+from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import RunConfig
+from pipeline.measure.headline import fastest, latency_ratio
 from pipeline.planning.plan import SYNTHETIC_WEIGHTS_SOURCE
 
 STATUSES = ("passed", "failed", "left out", "not built")
@@ -208,11 +210,7 @@ def _benchmark_sentence(bench: dict | None, variant: str) -> str:
     if not bench:
         return (f"no benchmark yet: run `python -m stages.benchmark {variant}` (under DVC it runs once every "
                 "job of the variant passed)")
-    if isinstance(bench.get("method"), str):  # a benchmark that says how it measured
-        return bench["method"]
-    timed = next(iter(bench["targets"].values()), {})
-    return (f"batch-1 latency over {timed.get('iterations', '?')} timed calls per target, targets "
-            f"timed round-robin in one process; throughput at batch {timed.get('throughput_batch', '?')}")
+    return str(bench["method"])  # pipeline/measure/benchmark.py: method_sentence
 
 
 def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
@@ -223,7 +221,7 @@ def variant_info(cfg: RunConfig, variant: str, rows: list[Row]) -> VariantInfo:
     weights_seen: dict[tuple[str, str], list[str]] = {}
     metadata: dict = {}
     for row in rows:
-        meta = _read_json(Path(row.artifact_dir) / "artifact.json") if row.artifact_dir else None
+        meta = _read_json(Path(row.artifact_dir) / ARTIFACT_META) if row.artifact_dir else None
         if meta is None:
             continue
         onnx_meta = meta.get("onnx_metadata", {})
@@ -290,14 +288,17 @@ def candidates(rows: Iterable[Row]) -> list[Row]:
             and r.latency_ms_median is not None and r.drift_px is not None]
 
 
-def recommend(rows: Iterable[Row]) -> Row | None:
-    """The fastest verified target (median batch-1 latency; ties: lower drift, then name), or None.
+def _timing(row: Row) -> tuple[str, float | None, float | None]:
+    return row.target, row.latency_ms_median, row.drift_px
 
-    Every passed target is within its precision's tolerances, so the fastest of them is the pick; it is on
-    the Pareto front by construction.
+
+def recommend(rows: Iterable[Row]) -> Row | None:
+    """The fastest verified target (pipeline/measure/headline.py: fastest), or None.
+
+    Every passed target is within its precision's tolerances, so the fastest of them is the pick; where it
+    has a keypoint drift it is on the Pareto front by construction.
     """
-    chosen = candidates(rows)
-    return min(chosen, key=lambda r: (r.latency_ms_median, r.drift_px, r.target)) if chosen else None
+    return fastest((r for r in rows if r.kind == "target" and r.status == "passed"), _timing)
 
 
 def headline(rows: list[Row], peers: list[Row]) -> Headline | None:
@@ -305,10 +306,8 @@ def headline(rows: list[Row], peers: list[Row]) -> Headline | None:
     pick = recommend(rows)
     if pick is None:
         return None
-    timed = [p for p in peers if p.latency_ms_median is not None]
-    peer = min(timed, key=lambda p: (p.latency_ms_median, p.target)) if timed else None
-    ratio = pick.latency_ms_median / peer.latency_ms_median if peer and peer.latency_ms_median > 0 else None
-    return Headline(pick, peer, ratio)
+    peer = fastest(peers, _timing)
+    return Headline(pick, peer, latency_ratio(pick.latency_ms_median, peer.latency_ms_median if peer else None))
 
 
 def best_values(rows: list[Row], attr: str, highest: bool) -> set[str]:

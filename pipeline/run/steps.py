@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends
-from pipeline.backends.runtime import recorded_runtime
+from pipeline.backends.runtime import ARTIFACT_META, recorded_runtime
 from pipeline.check.reference import reference_runs, sha256_of_source, supplied_onnx
 from pipeline.check.verify import (
     Golden,
@@ -32,6 +32,7 @@ from pipeline.graph.simplify import simplify_onnx
 from pipeline.inputs.calibration import calibration_inputs
 from pipeline.inputs.golden import PHOTO_BOXES, golden_crops, random_inputs
 from pipeline.measure.benchmark import Candidate, machine, measure, method_sentence
+from pipeline.measure.headline import fastest, latency_ratio
 from pipeline.measure.peers import build_peers
 from pipeline.measure.tune import tune as run_tune
 from pipeline.model.preprocess import normalize
@@ -41,8 +42,6 @@ from pipeline.planning.plan import variant_entry as _variant_entry
 from pipeline.report import build_report, report_dir, summary_line
 from pipeline.sources.checkpoint import sha256_file
 from pipeline.sources.weights import WeightsInfo, build_reference_model
-
-ARTIFACT_META = "artifact.json"
 
 
 def _job_entry(cfg: RunConfig, job: str) -> dict:
@@ -250,13 +249,14 @@ def _executed_precision(row: dict) -> str:
 
 
 def headline(rows: dict[str, dict]) -> dict:
-    """Our fastest verified target against the best peer: latency ratio (lower is better)."""
-    ours = [r for r in rows.values() if r["kind"] == "target" and r["verification"]["passed"]
-            and r.get("latency_ms_median") is not None]
-    peers = [r for r in rows.values() if r["kind"] == "peer" and r.get("latency_ms_median") is not None]
-    best = min(ours, key=lambda r: r["latency_ms_median"]) if ours else None
-    peer = min(peers, key=lambda r: r["latency_ms_median"]) if peers else None
-    ratio = best["latency_ms_median"] / peer["latency_ms_median"] if best and peer else None
+    """Our fastest verified target against the best peer: latency ratio (lower is better). The rule is the
+    report's (pipeline/measure/headline.py)."""
+    def timing(row: dict) -> tuple:
+        return row["name"], row.get("latency_ms_median"), row["verification"].get("mean_drift_px")
+
+    best = fastest((r for r in rows.values() if r["kind"] == "target" and r["verification"]["passed"]), timing)
+    peer = fastest((r for r in rows.values() if r["kind"] == "peer"), timing)
+    ratio = latency_ratio(best["latency_ms_median"], peer["latency_ms_median"]) if best and peer else None
     return {"recommended": best["name"] if best else None,
             "recommended_latency_ms": best["latency_ms_median"] if best else None,
             "best_peer": peer["name"] if peer else None, "best_peer_latency_ms": peer["latency_ms_median"] if peer else None,

@@ -10,7 +10,7 @@
   with a symbolic keypoint dimension pinned by running the graph once;
 - an MMDeploy SDK folder or zip (`deploy.json`, `pipeline.json`, `detail.json` + `end2end.onnx`, as
   OpenMMLab distributes every released ONNX): `pipeline.json` gives input size, mean/std, colour
-  order and split ratio.
+  order and split ratio (pipeline/sources/sdk.py reads it).
 `model.*` overrides (input_size, mean, std, bgr_to_rgb, simcc_split_ratio, keypoint_names) fill or
 correct what the file leaves open; a preset given together with a file must agree with it.
 Errors are InputError/ConfigError with one line naming what is missing and the key that supplies it.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import zipfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -47,8 +46,8 @@ from pipeline.model.spec import (
 )
 from pipeline.sources.checkpoint import load_weights
 from pipeline.sources.mmpose_config import keypoints_from_dataset_meta, parse_config_text, spec_from_config
+from pipeline.sources.sdk import SDK_REQUIRED_FILES, read_sdk, sdk_facts
 
-SDK_FILES = ("deploy.json", "pipeline.json")
 METADATA_SPEC_KEY = "model_spec"  # our ONNX metadata_props entry holding ModelSpec.to_dict() as JSON
 _TIMESTAMP = re.compile(r"_\d{8}_\d{6}$")  # mmengine's experiment_name = <config stem>_<YYYYmmdd_HHMMSS>
 
@@ -67,104 +66,16 @@ def resolve_path(path: str) -> Path:
 def source_kind(path: Path) -> str:
     """'pth' | 'onnx' | 'sdk' (a folder or .zip with deploy.json) for a model file path."""
     if path.is_dir():
-        if all((path / name).is_file() for name in SDK_FILES):
+        if all((path / name).is_file() for name in SDK_REQUIRED_FILES):
             return "sdk"
-        raise InputError(f"model.checkpoint={path} is a folder without {' and '.join(SDK_FILES)}; point it at an "
-                         "MMDeploy SDK folder, a .zip of one, a .pth or an .onnx file")
+        raise InputError(f"model.checkpoint={path} is a folder without {' and '.join(SDK_REQUIRED_FILES)}; point "
+                         "it at an MMDeploy SDK folder, a .zip of one, a .pth or an .onnx file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
     if suffix == ".zip":
         return "sdk"
     return "pth"
-
-
-@dataclasses.dataclass(frozen=True)
-class SdkPackage:
-    """An MMDeploy SDK model: its JSON files and the ONNX network they name."""
-
-    deploy: dict
-    pipeline: dict
-    detail: dict
-    onnx_bytes: bytes
-    net: str
-
-
-def read_sdk(path: Path) -> SdkPackage:
-    """Read an SDK folder or zip without unpacking it; the net must be an ONNX file inside it."""
-    def reader():
-        if path.is_dir():
-            root = path.resolve()
-
-            def read(name: str) -> bytes:
-                target = (root / name).resolve()
-                if root not in target.parents:  # never follow a path out of the model's folder
-                    raise InputError(f"model.checkpoint={path}: {name!r} points outside the folder")
-                return target.read_bytes()
-            return read, lambda name: (root / name).is_file()
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"model.checkpoint={path} is not a readable zip ({exc}); re-download it") from None
-        names = archive.namelist()
-        prefix = next((n[: -len("deploy.json")] for n in names if n.endswith("deploy.json")), None)
-        if prefix is None:
-            raise InputError(f"model.checkpoint={path} holds no deploy.json; it is not an MMDeploy SDK zip")
-
-        def read(name: str) -> bytes:
-            if ".." in Path(name).parts or name.startswith("/"):
-                raise InputError(f"model.checkpoint={path}: {name!r} points outside the zip's folder")
-            return archive.read(prefix + name)
-        return read, lambda name: prefix + name in names
-
-    read, exists = reader()
-
-    def load_json(name: str, required: bool) -> dict:
-        if not exists(name):
-            if required:
-                raise InputError(f"model.checkpoint={path} has no {name}; it is not a complete MMDeploy SDK model")
-            return {}
-        try:
-            return json.loads(read(name))
-        except ValueError as exc:
-            raise InputError(f"model.checkpoint={path}: {name} is not valid JSON ({exc})") from None
-
-    deploy, pipeline = load_json("deploy.json", True), load_json("pipeline.json", True)
-    detail = load_json("detail.json", False)
-    models = deploy.get("models") or [{}]
-    net = str(models[0].get("net", ""))
-    if not net.endswith(".onnx"):
-        backend = models[0].get("backend", "?")
-        raise InputError(f"model.checkpoint={path}: the SDK model's net is {net!r} ({backend}); only ONNX SDK "
-                         "models can be converted (download the onnxruntime one)")
-    if not exists(net):
-        raise InputError(f"model.checkpoint={path}: deploy.json names {net}, which is not there")
-    return SdkPackage(deploy, pipeline, detail, read(net), net)
-
-
-def _sdk_facts(sdk: SdkPackage, source: str) -> dict[str, Any]:
-    """Input size, mean/std, colour order and split ratio from pipeline.json's transforms and decoder."""
-    facts: dict[str, Any] = {}
-    for task in sdk.pipeline.get("pipeline", {}).get("tasks", []):
-        for transform in task.get("transforms", []):
-            kind = transform.get("type")
-            if kind in ("TopDownAffine", "TopDownGetBboxCenterScale") and "image_size" in transform:
-                facts["input_size"] = tuple(int(v) for v in transform["image_size"])
-            if kind == "TopDownGetBboxCenterScale" and "padding" in transform:
-                facts["bbox_padding"] = float(transform["padding"])
-            if kind == "Normalize":
-                facts["mean"] = tuple(float(v) for v in transform["mean"])
-                facts["std"] = tuple(float(v) for v in transform["std"])
-                facts["bgr_to_rgb"] = bool(transform.get("to_rgb", False))
-        params = task.get("params") or {}
-        if task.get("component") == "SimCCLabelDecode" or params.get("type") == "SimCCLabel":
-            if "simcc_split_ratio" in params:
-                facts["simcc_split_ratio"] = float(params["simcc_split_ratio"])
-            if "input_size" in params:
-                facts.setdefault("input_size", tuple(int(v) for v in params["input_size"]))
-    if "input_size" not in facts:
-        raise InputError(f"{source}: pipeline.json states no TopDownAffine image_size; set model.input_size=[W,H]")
-    return facts
 
 
 # ----------------------------------------------------------------------------------------- state_dict shapes
@@ -365,7 +276,7 @@ def _describe_onnx_source(path: Path, model_cfg: Any, kind: str) -> ModelSpec:
     if kind == "sdk":
         sdk = read_sdk(path)
         proto = load_onnx_bytes(sdk.onnx_bytes, f"{source}:{sdk.net}")
-        facts = _sdk_facts(sdk, source)
+        facts = sdk_facts(sdk, source)
         name = derived_name(path.with_suffix("") if path.suffix.lower() == ".zip" else path)
     else:
         proto = load_onnx(path)

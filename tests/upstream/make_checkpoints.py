@@ -114,7 +114,7 @@ from checkpoint_kinds import FORMS, KINDS  # noqa: E402
 from mmpose_import import import_mmpose  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PHOTOS = (REPO_ROOT / "pipeline" / "data" / "astronaut.png", REPO_ROOT / "pipeline" / "data" / "camera.png")
+PHOTOS = tuple(REPO_ROOT / "pipeline" / "inputs" / "data" / name for name in ("astronaut.png", "camera.png"))
 MEAN_RGB = (123.675, 116.28, 103.53)  # the configs' PoseDataPreprocessor
 STD_RGB = (58.395, 57.12, 57.375)
 
