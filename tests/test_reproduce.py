@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 TARGETS = ("onnxruntime-fp32", "openvino-int8")
 OVERRIDES = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(TARGETS)}]", "out_dir=artifacts",
-             "calibration.source=images", f"calibration.images_dir={REPO_ROOT / 'pipeline' / 'data'}")
+             "calibration.source=images", f"calibration.images_dir={REPO_ROOT / 'pipeline' / 'inputs' / 'data'}")
 STAGES = [("reference", VARIANT), ("export", VARIANT), ("simplify", VARIANT), ("calibration", VARIANT),
           *(("build", f"{VARIANT}.{target}") for target in TARGETS)]
 
