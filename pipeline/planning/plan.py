@@ -23,7 +23,7 @@ from pipeline.core.hardware import gpu_fingerprint
 from pipeline.model.keypoints import COCO17
 from pipeline.model.presets import all_presets
 from pipeline.model.spec import ModelSpec
-from pipeline.planning.stage_deps import JOB_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
+from pipeline.planning.deps_files import JOB_STAGES, SINGLE_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
 from pipeline.sources.describe import describe
 from pipeline.sources.weights import is_onnx_source
 
@@ -130,7 +130,7 @@ def make_plan(model: Any, targets: list[str], out_dir: str, calibration: Any = N
             plan[key].update(part[key])
     plan["evaluations"] = _evaluations(plan["variants"], evaluate)
     # Each stage's params and source hashes (pipeline/planning/stage_deps.py), written by the `stage-deps` stage.
-    plan["stage_deps"] = {"dir": deps_dir(out_dir), "report": deps_path(out_dir, "report")}
+    plan["stage_deps"] = {"dir": deps_dir(out_dir), **{stage: deps_path(out_dir, stage) for stage in SINGLE_STAGES}}
     return plan
 
 
@@ -260,7 +260,7 @@ def check_config(cfg: Any) -> None:
                           "images_dir": cfg.calibration.images_dir}, list(cfg.extra_variants),
                          {"enabled": cfg.evaluate.enabled, "dataset_dir": cfg.evaluate.dataset_dir},
                          # A composed plan says which jobs this host leaves out: taken as is, so that a stage
-                         # process loads no backend module but the one it runs (issue 17).
+                         # process loads no backend module but the one it runs (pipeline/planning/closure.py).
                          # `python -m pipeline.params --check` asks the backends again.
                          cfg.plan.get("left_out") if cfg.plan else None)
     if cfg.plan and cfg.plan != expected:
