@@ -127,7 +127,7 @@ def test_one_backends_setting_changes_only_that_backends_files(cfg):
 def checkout(tmp_path_factory) -> Path:
     """A copy of this checkout's code with a composed params.yaml, outputs under it."""
     root = tmp_path_factory.mktemp("checkout")
-    for name in ("pipeline", "stages"):
+    for name in ("pipeline", "stages", "hydra_plugins"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "params.yaml").write_text(dump_yaml(compose(overrides_in(root / "out"))), encoding="utf-8")
     return root

@@ -98,7 +98,8 @@ def source_md5(relative: str, root: Path = REPO_ROOT) -> str:
     if path.is_file():
         return hashlib.md5(path.read_bytes()).hexdigest()
     if not path.is_dir():
-        raise ConfigError(f"stage deps: {relative} does not exist; fix DATA in pipeline/planning/closure.py")
+        raise ConfigError(f"stage deps: {relative} does not exist in this checkout (a stage's source, "
+                          "pipeline/planning/closure.py); restore it or correct DATA there")
     lines = [f"{p.relative_to(path).as_posix()} {hashlib.md5(p.read_bytes()).hexdigest()}\n"
              for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return hashlib.md5("".join(lines).encode()).hexdigest()
