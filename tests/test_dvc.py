@@ -214,7 +214,7 @@ def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=IGNORE)
     # A tripwire in place of the checkout's pipeline/run/cli.py: importing it marks the checkout and stops.
-    (tmp_path / "pipeline" / "cli.py").write_text(
+    (tmp_path / "pipeline" / "run" / "cli.py").write_text(
         "import pathlib, sys\npathlib.Path('imported-from-checkout').touch()\nsys.exit(0)\n")
     cmd = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["reference"]["do"]["cmd"]
     subprocess.run(cmd.replace("${key}", VARIANT), shell=True, cwd=tmp_path, env=env_for(None),
