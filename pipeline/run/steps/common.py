@@ -1,4 +1,7 @@
-"""What the steps of this package share: a job's plan entry, an upstream output that must exist, a job's ONNX."""
+"""What the steps of this package share: a job's plan entry, an upstream output that must exist, a job's ONNX.
+
+Private to the step modules beside it (the names are those of the single steps module they came from).
+"""
 
 from __future__ import annotations
 
