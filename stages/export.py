@@ -1,7 +1,7 @@
 """DVC stage `export@<variant>`: the ONNX export (or the supplied ONNX, checked)."""
 
-from pipeline.run import steps
 from pipeline.run.cli import run_stage
+from pipeline.run.steps.export import export
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(steps.export, "variant"))
+    raise SystemExit(run_stage(export, "variant"))

@@ -7,8 +7,8 @@ Writes `<out_dir>/report/`. Failed, left-out and unbuilt jobs are rows of the re
 exit code is 1 only when the report itself cannot be written (e.g. a bad config).
 """
 
-from pipeline.run import steps
 from pipeline.run.cli import run_stage
+from pipeline.run.steps.report import report
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(steps.report, None))
+    raise SystemExit(run_stage(report, None))

@@ -1,7 +1,7 @@
 """DVC stage `simplify@<variant>`: the simplified ONNX, checked against the export."""
 
-from pipeline.run import steps
 from pipeline.run.cli import run_stage
+from pipeline.run.steps.simplify import simplify
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(steps.simplify, "variant"))
+    raise SystemExit(run_stage(simplify, "variant"))

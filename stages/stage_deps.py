@@ -1,4 +1,5 @@
-"""DVC stage `stage-deps`: each stage's params and source hashes, from params.yaml read once (pipeline/planning/stage_deps.py)."""
+"""DVC stage `stage-deps`: each stage's params, from params.yaml read once, and the hashes of the source files it
+executes, derived from the code (pipeline/planning/stage_deps.py)."""
 
 from pipeline.planning.stage_deps import write_stage_deps
 from pipeline.run.cli import run_stage

@@ -1,7 +1,7 @@
 """DVC stage `tune@<job>`: measure the target's runtime settings; Runners read the record, `release` ships it."""
 
-from pipeline.run import steps
 from pipeline.run.cli import run_stage
+from pipeline.run.steps.tune import tune
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(steps.tune, "job"))
+    raise SystemExit(run_stage(tune, "job"))

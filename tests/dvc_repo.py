@@ -42,16 +42,29 @@ class StageLog:
         """`<stage>@<key>` (or `<stage>` for a stage without foreach) for each command, in the order they started."""
         if not self.path.is_file():
             return []
-        names = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            module, *args = line.split()
-            positional = [a for a in args if not a.startswith("-") and a != "params.yaml"]
-            stage = module.removeprefix("stages.").replace("_", "-")  # dvc.yaml's name of the stage
-            names.append(f"{stage}@{positional[0]}" if positional else stage)
-        return names
+        return [stage_name(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+
+    def loaded(self) -> dict[str, set[str]]:
+        """Stage name -> the repository files its process and the processes it started loaded (modules) or
+        opened (data), repository-relative."""
+        path = self.path.with_name(self.path.name + ".loaded")
+        files: dict[str, set[str]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+            record = json.loads(line)
+            files.setdefault(stage_name(record["command"]), set()).update(record["files"], record["opened"])
+        return files
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.path.with_name(self.path.name + ".loaded").unlink(missing_ok=True)
+
+
+def stage_name(command: str) -> str:
+    """`<stage>@<key>` (or `<stage>`) of a stage command `stages.<module> [<key>] [--params params.yaml]`."""
+    module, *args = command.split()
+    positional = [a for a in args if not a.startswith("-") and a != "params.yaml"]
+    stage = module.removeprefix("stages.").replace("_", "-")  # dvc.yaml's name of the stage
+    return f"{stage}@{positional[0]}" if positional else stage
 
 
 def env_for(root: Path | None, log: StageLog | None = None) -> dict[str, str]:
@@ -134,6 +147,15 @@ def planned_stages(root: Path) -> list[str]:
     jobs = plan(root)
     return ["stage-deps", *(f"{stage}@{v}" for v in jobs["variants"] for stage in ("reference", "export", "simplify")),
             *(f"{stage}@{job}" for job in jobs["jobs"] for stage in ("tune", "build", "verify"))]
+
+
+def stage_sources(root: Path, stage: str) -> set[str]:
+    """The source files and folders of a planned stage `<stage>@<key>` (or `report`), as its stage-deps file in
+    `root` lists them (pipeline/planning/stage_deps.py)."""
+    name, _, key = stage.partition("@")
+    jobs = plan(root)
+    path = (jobs["jobs"].get(key) or jobs["variants"][key])["deps"][name] if key else jobs["stage_deps"][name]
+    return set(json.loads((root / path).read_text())["code"])
 
 
 def lock(root: Path) -> dict[str, dict]:

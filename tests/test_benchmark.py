@@ -15,7 +15,7 @@ from pipeline.config import BenchmarkConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.hardware import ISA_FLAGS, cpu_fingerprint
 from pipeline.measure.benchmark import Candidate, latency_stats, machine, measure, spread
-from pipeline.run.steps import headline
+from pipeline.run.steps.benchmark import headline
 
 QUICK = BenchmarkConfig(warmup=1, calls=3, blocks=2, settle_s=0.0, throughput_images=2, throughput_rounds=1)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FP32_TARGETS, REPO_ROOT, VARIANT
+from conftest import FP32_TARGETS, PYTHON, REPO_ROOT, VARIANT
 from dvc_repo import (
     IGNORE,
     StageLog,
@@ -30,6 +30,8 @@ from dvc_repo import (
     lock,
     plan,
     planned_stages,
+    run,
+    stage_sources,
     status,
     workspace_clone,
 )
@@ -94,6 +96,75 @@ def test_one_backends_source_edit_reruns_only_that_backends_stages(reproduced, r
     assert set(log.stages()) == {"stage-deps", *(f"{stage}@{VARIANT}.openvino-fp32" for stage in ("tune", "build", "verify"))}
 
 
+SOURCE_FOLDERS = ("pipeline", "stages", "hydra_plugins")  # what `stage-deps` depends on and hashes from (dvc.yaml)
+
+
+def uncovered(root: Path, stage: str, files: set[str]) -> list[str]:
+    """The project files among `files` (what the stage's processes loaded or opened) that none of its sources
+    covers: the files and folders its stage-deps file lists; for `stage-deps`, the source folders."""
+    sources = set(SOURCE_FOLDERS) if stage == "stage-deps" else stage_sources(root, stage)
+    return sorted(f for f in files if f.split("/")[0] in SOURCE_FOLDERS
+                  and f not in sources and not any(f.startswith(f"{s}/") for s in sources))
+
+
+def test_each_stage_executes_only_its_source_dependencies(reproduced, repo):
+    """Every project file a stage process (or a process it started, e.g. a timing worker) loaded or opened is among
+    the sources its stage-deps file lists, derived from the code (pipeline/planning/closure.py)."""
+    loaded = reproduced.loaded()
+    assert set(loaded) == set(STAGES)
+    for stage, files in loaded.items():
+        assert uncovered(repo, stage, files) == [], stage
+    build = loaded[f"build@{VARIANT}.openvino-fp32"]  # the recorder sees what runs, and a job runs one backend
+    assert "pipeline/backends/openvino.py" in build and "pipeline/backends/onnxruntime.py" not in build
+    assert "pipeline/measure/timing.py" in loaded[f"tune@{VARIANT}.openvino-fp32"]  # its workers' modules
+    assert "pipeline/inputs/data/astronaut.png" in loaded[f"reference@{VARIANT}"]  # data files opened
+
+
+def test_the_other_stages_execute_only_their_source_dependencies(reproduced, repo, tmp_path):
+    """The stages the fixture's plan leaves out, under `dvc repro` in a clone planned with an INT8 target and
+    evaluation (16 demo scenes, few timed calls): demo-data, calibration, quantize, the INT8 job, benchmark
+    (its workers and peers), evaluate, report and release load only files among their sources."""
+    clone = workspace_clone(repo, tmp_path / "clone")
+    demo = clone / "conf" / "train_demo.yaml"
+    demo.write_text(demo.read_text().replace("\ncoco_images: 200", "\ncoco_images: 16"))
+    overrides = (*SYNTHETIC[:2], f"targets=[{','.join(FP32_TARGETS)},onnxruntime-int8]", "calibration.num_samples=8",
+                 "evaluate.enabled=true", "evaluate.max_ap_drop=1", "benchmark.warmup=1", "benchmark.calls=2",
+                 "benchmark.blocks=1", "benchmark.settle_s=0", "benchmark.throughput_images=0")
+    result = run([PYTHON, "-m", "pipeline.params", *overrides], clone)
+    assert result.returncode == 0, result.stderr
+    log = StageLog(tmp_path / "stages.log")
+    dvc("repro", root=clone, log=log)
+    loaded = log.loaded()
+    stages = {"demo-data", "report", *(f"{s}@{VARIANT}" for s in ("calibration", "quantize", "benchmark", "evaluate",
+                                                                   "release")),
+              *(f"{s}@{VARIANT}.onnxruntime-int8" for s in ("tune", "build", "verify"))}
+    assert stages <= set(loaded)
+    for stage, files in loaded.items():
+        assert uncovered(clone, stage, files) == [], stage
+    assert "pipeline/report/templates/report.html.j2" in loaded["report"]  # opened data files are recorded
+    assert "pipeline/measure/timing.py" in loaded[f"benchmark@{VARIANT}"]
+
+
+def test_an_edit_makes_dvc_status_report_the_stages_that_execute_the_file(reproduced, repo, tmp_path):
+    """Once `stage-deps` has read the edited sources, `dvc status` reports exactly the stages whose processes
+    loaded the edited file in the fixture's run; undone, it reports nothing."""
+    loaded = reproduced.loaded()
+    clone = workspace_clone(repo, tmp_path / "clone")
+    for edited, runs, not_runs in (("pipeline/check/verify.py", "verify@", "build@"),
+                                   ("pipeline/graph/quantize.py", "build@", "openvino")):
+        path = clone / edited
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit that changes no behaviour\n")
+        dvc("repro", "stage-deps", root=clone)
+        reported = set(status(clone, "--with-deps", "verify"))
+        expected = {stage for stage, files in loaded.items() if edited in files and stage != "stage-deps"}
+        assert reported == expected, edited
+        assert [s for s in reported if s.startswith(runs)] and not [s for s in reported if not_runs in s], edited
+        path.write_bytes(original)
+        dvc("repro", "stage-deps", root=clone)
+        assert status(clone, "--with-deps", "verify") == {}
+
+
 def test_exp_run_composes_conf_through_hydra(reproduced, repo, tmp_path):
     clone = workspace_clone(repo, tmp_path / "clone")
     before = lock(clone)
@@ -143,7 +214,7 @@ def test_stage_commands_run_the_checkout_they_are_in(tmp_path):
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=IGNORE)
     # A tripwire in place of the checkout's pipeline/run/cli.py: importing it marks the checkout and stops.
-    (tmp_path / "pipeline" / "cli.py").write_text(
+    (tmp_path / "pipeline" / "run" / "cli.py").write_text(
         "import pathlib, sys\npathlib.Path('imported-from-checkout').touch()\nsys.exit(0)\n")
     cmd = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["reference"]["do"]["cmd"]
     subprocess.run(cmd.replace("${key}", VARIANT), shell=True, cwd=tmp_path, env=env_for(None),

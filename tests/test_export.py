@@ -28,8 +28,9 @@ from pipeline.model.preprocess import crop, normalize, to_image_coords
 from pipeline.model.presets import preset_spec
 from pipeline.model.rtmpose import build_network
 from pipeline.model.spec import ModelSpec, PreprocessSpec
-from pipeline.run import steps
 from pipeline.run.configure import load_config
+from pipeline.run.steps.export import export
+from pipeline.run.steps.reference import reference
 from pipeline.sources.weights import build_reference_model
 
 
@@ -40,7 +41,7 @@ def dims(value_info) -> list:
 def export_with(tmp_path: Path, *overrides: str) -> Path:
     """The export step for a config composed with these overrides; returns the ONNX path."""
     cfg = load_config(["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"out_dir={tmp_path}", *overrides])
-    return steps.export(cfg, VARIANT)
+    return export(cfg, VARIANT)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_user_onnx_passes_through_export_relabelled(tmp_path, proto, golden):
     onnx.save_model(user, str(user_path))
 
     cfg = onnx_config(tmp_path, user_path)
-    exported = onnx.load(str(steps.export(cfg, VARIANT)))
+    exported = onnx.load(str(export(cfg, VARIANT)))
     meta = get_metadata(exported)
     assert meta["variant"] == VARIANT
     assert meta["weights_source"] == "onnx"
@@ -182,8 +183,8 @@ def test_user_onnx_passes_through_export_relabelled(tmp_path, proto, golden):
     assert meta["author"] == "someone"
     assert exported.graph.SerializeToString() == user.graph.SerializeToString()  # the graph is untouched
 
-    reference = read_npz(steps.reference(cfg, VARIANT))
-    np.testing.assert_array_equal(reference["simcc_x"], run_fp32(user, reference["input"])["simcc_x"])
+    golden = read_npz(reference(cfg, VARIANT))
+    np.testing.assert_array_equal(golden["simcc_x"], run_fp32(user, golden["input"])["simcc_x"])
 
 
 @pytest.mark.parametrize("form", ["renamed output", "renamed input", "swapped outputs"])
@@ -196,7 +197,7 @@ def test_user_onnx_of_another_exporter_is_brought_to_the_contract(form, tmp_path
     path = tmp_path / "other.onnx"
     onnx.save_model(other, str(path))
     cfg = onnx_config(tmp_path, path)
-    exported = onnx.load(str(steps.export(cfg, VARIANT)))
+    exported = onnx.load(str(export(cfg, VARIANT)))
     assert [i.name for i in exported.graph.input] == ["input"]
     assert [(o.name, dims(o)) for o in exported.graph.output] == [("simcc_x", ["batch", 17, 384]),
                                                                   ("simcc_y", ["batch", 17, 512])]
@@ -210,7 +211,7 @@ def test_user_onnx_of_another_model_is_refused_against_its_preset(tmp_path):
         onnx_config(tmp_path, path)
     cfg = load_config([f"model.checkpoint={path}", f"out_dir={tmp_path / 'out'}"])  # the file alone
     assert list(cfg.plan["variants"]) == ["hand"]
-    exported = onnx.load(str(steps.export(cfg, "hand")))
+    exported = onnx.load(str(export(cfg, "hand")))
     assert [dims(o) for o in exported.graph.output] == [[1, 21, 384], [1, 21, 512]]
 
 

@@ -24,8 +24,8 @@ from pipeline.model.decode import decode_simcc
 from pipeline.model.keypoints import COCO17, COCO17_SKELETON
 from pipeline.model.preprocess import crop, load_rgb, normalize, to_image_coords
 from pipeline.package.dropin import FILE_KINDS
-from pipeline.run import steps
 from pipeline.run.configure import load_config
+from pipeline.run.steps.build import build
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp32")
 IMAGE = DATA_DIR / "astronaut.png"
@@ -39,14 +39,14 @@ def fp32_overrides(out_dir: Path) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
-    """cfg with the fp32 artifacts built by `steps.build` from the demo checkpoint's ONNX (`demo_onnx`); built
+    """cfg with the fp32 artifacts built by the `build` step from the demo checkpoint's ONNX (`demo_onnx`); built
     once per test session (tests/test_dropin.py and tests/test_evaluate.py use it too)."""
     cfg = load_config(fp32_overrides(out_dir))
     simplified = Path(cfg.plan["variants"][VARIANT]["simplified_onnx"])
     simplified.parent.mkdir(parents=True)
     shutil.copyfile(onnx_path, simplified)
     for job in cfg.plan["jobs"]:
-        steps.build(cfg, job)
+        build(cfg, job)
     return cfg
 
 

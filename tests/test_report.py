@@ -37,6 +37,7 @@ from pipeline.report.overlay import DPI, PANEL_IN, Column, draw_grid
 from pipeline.report.plots import pareto_figure, save_figure
 from pipeline.report.rows import Row
 from pipeline.run.configure import load_config
+from pipeline.run.steps.benchmark import benchmark
 
 TARGETS = ("onnxruntime-fp32", "openvino-fp16")
 PASSING, FAILING = TARGETS
@@ -59,9 +60,7 @@ def run(tmp_path_factory):
     assert chain.returncode == 1, chain.stdout + chain.stderr  # the forced failure
     assert re.search(rf"{VARIANT}\.{PASSING}\s+passed", chain.stdout), chain.stdout
     cfg = load_config(overrides)
-    from pipeline.run import steps
-
-    steps.benchmark(cfg, VARIANT)
+    benchmark(cfg, VARIANT)
     stage = run_python(str(REPO_ROOT / "stages" / "report.py"), *overrides, cwd=out_dir)
     assert stage.returncode == 0, stage.stderr
     return cfg, out_dir, out_dir / "report", stage.stdout

@@ -208,9 +208,9 @@ BLOCK_OPENVINO = textwrap.dedent("""
 
 def test_missing_runtime_names_the_extra(tmp_path):
     code = BLOCK_OPENVINO + textwrap.dedent(f"""
-        import pipeline.run.steps  # the library imports without the runtime
+        import pipeline.run.steps.build  # the library imports without the runtime
         from pipeline import backends
-        from pipeline.run import steps
+        from pipeline.run.steps.build import build
         from pipeline.run.cli import run_stage
         from pipeline.core.errors import RuntimeMissingError
         assert backends.get("onnxruntime").Runner
@@ -221,7 +221,7 @@ def test_missing_runtime_names_the_extra(tmp_path):
         else:
             raise SystemExit("openvino imported despite the block")
         # What `python stages/build.py <job>` does, in this process where openvino is absent:
-        raise SystemExit(run_stage(steps.build, "job", ["{VARIANT}.openvino-fp32", *{list(SYNTHETIC)!r},
+        raise SystemExit(run_stage(build, "job", ["{VARIANT}.openvino-fp32", *{list(SYNTHETIC)!r},
                                                         "out_dir={tmp_path / 'out'}"]))
     """)
     result = run_python("-c", code, cwd=tmp_path)

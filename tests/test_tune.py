@@ -16,6 +16,12 @@ from pipeline.config import TuneConfig
 from pipeline.core.hardware import cpu_fingerprint
 from pipeline.measure.tune import choose, runtime_grid
 from pipeline.run.configure import load_config
+from pipeline.run.steps.build import build
+from pipeline.run.steps.export import export
+from pipeline.run.steps.reference import reference
+from pipeline.run.steps.simplify import simplify
+from pipeline.run.steps.tune import tune
+from pipeline.run.steps.verify import verify
 
 QUICK = TuneConfig(warmup=1, calls=2, blocks=1, settle_s=0.0, throughput_images=2, throughput_rounds=1)
 CORES = int(cpu_fingerprint()["logical_cores"])
@@ -51,18 +57,16 @@ def test_choose_keeps_a_plainer_setting_within_min_gain():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """build -> tune for onnxruntime-fp32 on the seeded rtmpose-t, with a tiny measured grid."""
-    from pipeline.run import steps
-
     out = tmp_path_factory.mktemp("tune")
     cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", f"out_dir={out}", "targets=[onnxruntime-fp32]", "tune.calls=2",
                        "tune.blocks=1", "tune.warmup=1", "tune.settle_s=0", "tune.throughput_images=2",
                        "tune.throughput_rounds=1"])
     job = f"{VARIANT}.onnxruntime-fp32"
-    steps.reference(cfg, VARIANT)
-    steps.export(cfg, VARIANT)
-    steps.simplify(cfg, VARIANT)
-    steps.build(cfg, job)
-    record = steps.tune(cfg, job)
+    reference(cfg, VARIANT)
+    export(cfg, VARIANT)
+    simplify(cfg, VARIANT)
+    build(cfg, job)
+    record = tune(cfg, job)
     return cfg, job, record
 
 
@@ -92,10 +96,9 @@ def test_the_built_artifact_is_portable_and_its_runner_uses_the_tuned_settings(t
 def test_the_release_records_the_tuned_settings(tuned):
     from pipeline import backends
     from pipeline.package.release import release
-    from pipeline.run import steps
 
     cfg, job, record = tuned
-    steps.verify(cfg, job)
+    verify(cfg, job)
     shipped = release(cfg, VARIANT) / "onnxruntime-fp32"
     assert json.loads((shipped / "artifact.json").read_text())["runtime"] == record["chosen"]
     backend = json.loads((shipped / "detail.json").read_text())["backend_config"]
@@ -109,10 +112,8 @@ def test_the_release_records_the_tuned_settings(tuned):
 
 
 def test_verify_runs_both_recorded_modes(tuned):
-    from pipeline.run import steps
-
     cfg, job, record = tuned
-    metrics = steps.verify(cfg, job)
+    metrics = verify(cfg, job)
     assert metrics["passed"]
     assert metrics["runtime_settings"]["runtime"] == record["chosen"]["latency"]
     assert metrics["throughput_runtime_settings"]["runtime"] == record["chosen"]["throughput"]

@@ -23,7 +23,7 @@ from pipeline.core.hardware import gpu_fingerprint
 from pipeline.model.keypoints import COCO17
 from pipeline.model.presets import all_presets
 from pipeline.model.spec import ModelSpec
-from pipeline.planning.stage_deps import JOB_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
+from pipeline.planning.deps_files import JOB_STAGES, SINGLE_STAGES, VARIANT_STAGES, deps_dir, deps_path, deps_paths
 from pipeline.sources.describe import describe
 from pipeline.sources.weights import is_onnx_source
 
@@ -104,14 +104,16 @@ def _model_cfg(model: Any):
 
 
 def make_plan(model: Any, targets: list[str], out_dir: str, calibration: Any = None,
-              extra_variants: list[str] | None = None, evaluate: Any = None) -> dict[str, Any]:
+              extra_variants: list[str] | None = None, evaluate: Any = None,
+              left_out: dict[str, str] | None = None) -> dict[str, Any]:
     """Variants (keyed by model name, each with its description) and jobs keyed by the names users type.
 
     `model` is the `model` config (ModelConfig or its dict); the file or preset it names is described
     (pipeline/sources/describe.py) and the description stored in the plan as `spec`, which every stage reads.
     `extra_variants` (e.g. the full released matrix) are presets, with their demo checkpoint if any.
     `calibrations` and `quantizations` hold the variants that need a calibration set or a Q/DQ
-    ONNX; `left_out` names jobs that cannot run on this host and why (TensorRT without a GPU).
+    ONNX; `left_out` names jobs that cannot run on this host and why (TensorRT without a GPU): each target's
+    backend module is asked, unless `left_out` gives a composed plan's answer, taken as it is.
     Raises ConfigError/InputError (one line) for an unusable model or target.
     """
 
@@ -123,12 +125,12 @@ def make_plan(model: Any, targets: list[str], out_dir: str, calibration: Any = N
         spec = describe(cfg)
         if spec.name in plan["variants"]:
             continue
-        part = _variant_plan(spec, cfg, targets, out_dir, calibration)
+        part = _variant_plan(spec, cfg, targets, out_dir, calibration, left_out)
         for key in plan:
             plan[key].update(part[key])
     plan["evaluations"] = _evaluations(plan["variants"], evaluate)
     # Each stage's params and source hashes (pipeline/planning/stage_deps.py), written by the `stage-deps` stage.
-    plan["stage_deps"] = {"dir": deps_dir(out_dir), "report": deps_path(out_dir, "report")}
+    plan["stage_deps"] = {"dir": deps_dir(out_dir), **{stage: deps_path(out_dir, stage) for stage in SINGLE_STAGES}}
     return plan
 
 
@@ -141,7 +143,8 @@ def _evaluations(variants: dict[str, Any], evaluate: Any) -> dict[str, Any]:
             if tuple(entry["spec"]["keypoints"]["names"]) == COCO17}
 
 
-def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration: Any) -> dict[str, Any]:
+def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration: Any,
+                  recorded: dict[str, str] | None) -> dict[str, Any]:
 
     variant = spec.name
     checkpoint = model_cfg.checkpoint
@@ -152,7 +155,7 @@ def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration
     for name in targets:
         target = get_target(name)
         job = f"{variant}.{name}"
-        reason = availability(target)
+        reason = availability(target) if recorded is None else recorded.get(job, "")
         if reason:
             left_out[job] = reason
             continue
@@ -254,7 +257,11 @@ def check_config(cfg: Any) -> None:
     expected = make_plan(cfg.model, list(cfg.targets), cfg.out_dir,
                          {"source": cfg.calibration.source, "coco_dir": cfg.calibration.coco_dir,
                           "images_dir": cfg.calibration.images_dir}, list(cfg.extra_variants),
-                         {"enabled": cfg.evaluate.enabled, "dataset_dir": cfg.evaluate.dataset_dir})
+                         {"enabled": cfg.evaluate.enabled, "dataset_dir": cfg.evaluate.dataset_dir},
+                         # A composed plan says which jobs this host leaves out: taken as is, so that a stage
+                         # process loads no backend module but the one it runs (pipeline/planning/closure.py).
+                         # `python -m pipeline.params --check` asks the backends again.
+                         cfg.plan.get("left_out") if cfg.plan else None)
     if cfg.plan and cfg.plan != expected:
         raise ConfigError("plan does not match model/targets/out_dir; recompose with `python -m pipeline.params`")
     cfg.plan = expected

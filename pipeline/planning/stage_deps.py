@@ -15,10 +15,14 @@ sorted keys). Each stage depends on its file and on its data inputs. A file whos
 change keeps its bytes and hash, so changing one target's settings, or one backend's module, reruns
 only the stages that read it, and the run-cache (keyed on dependency hashes) still restores the rest.
 
-`STAGE_DEPS` holds what the `params:` and source `deps:` of dvc.yaml used to list: a stage that reads a
-key or runs a module not listed for it would not rerun when that changes. Params are dotted keys into
-the validated config (`RunConfig`) and sources are paths relative to the repository; both may name
-`{variant}`, `{job}`, `{backend}` or `{precision}`, filled from the plan entry.
+Params are listed here by hand, per stage: dotted keys into the validated config (`RunConfig`), which
+may name `{variant}`, `{job}`, `{backend}` or `{precision}`, filled from the plan entry; a stage that reads a
+key not listed for it would not rerun when that changes. Sources are not listed: they are the files the
+stage executes, derived from the code (pipeline/planning/closure.py): the import closure of
+`stages/<stage>.py`, plus, for the stages in `BY_NAME`, the modules of the backends they load by name (a
+job's stage its own backend's; a variant's or the whole plan's stage those its jobs use). Editing a file
+therefore reruns the stages that execute it, and only those (tests/test_dvc.py records what each stage
+process loads and checks it against these files).
 """
 
 from __future__ import annotations
@@ -26,105 +30,57 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from pipeline.backends import BACKENDS
 from pipeline.config import REPO_ROOT
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_path
-
-DIRNAME = "stage-deps"
-
-
-@dataclass(frozen=True)
-class StageDeps:
-    """What one dvc.yaml stage reads besides its data inputs."""
-
-    section: str | None  # the plan section the stage's `foreach` iterates; None for a single stage
-    params: tuple[str, ...]
-    code: tuple[str, ...]  # source files and folders the stage runs
-
+from pipeline.planning.closure import source_files
+from pipeline.planning.deps_files import SECTIONS
 
 SPEC = ("plan.variants.{variant}.spec",)  # the model's description, composed into the plan
 MODEL = ("plan.variants.{variant}.spec", "plan.variants.{variant}.model")  # ... and what its weights come from
-STAGE_DEPS: dict[str, StageDeps] = {
-    "reference": StageDeps(
-        "variants", (*MODEL, "verify.num_figures", "verify.num_random", "verify.seed"),
-        ("stages/reference.py", "pipeline/run/steps.py", "pipeline/check/reference.py", "pipeline/inputs/golden.py",
-         "pipeline/model/preprocess.py", "pipeline/inputs/data", "pipeline/model", "pipeline/model/spec.py", "pipeline/planning/plan.py",
-         "pipeline/sources/describe.py", "pipeline/sources/checkpoint.py", "pipeline/sources/weights.py", "pipeline/core/onnx_io.py",
-         "pipeline/check/verify.py")),
-    "export": StageDeps(
-        "variants", (*MODEL, "export"),
-        ("stages/export.py", "pipeline/run/steps.py", "pipeline/graph/export.py", "pipeline/check/reference.py", "pipeline/core/onnx_io.py",
-         "pipeline/model", "pipeline/model/spec.py", "pipeline/planning/plan.py", "pipeline/sources/describe.py", "pipeline/sources/checkpoint.py",
-         "pipeline/sources/weights.py")),
-    "simplify": StageDeps(
-        "variants", (*SPEC, "simplify"),
-        ("stages/simplify.py", "pipeline/run/steps.py", "pipeline/graph/simplify.py", "pipeline/core/onnx_io.py", "pipeline/model/spec.py")),
-    "calibration": StageDeps(
-        "calibrations", (*SPEC, "calibration"),
-        ("stages/calibration.py", "pipeline/run/steps.py", "pipeline/inputs/calibration.py", "pipeline/model/preprocess.py",
-         "pipeline/model/spec.py")),
-    "quantize": StageDeps(
-        "quantizations", ("quantize",),
-        ("stages/quantize.py", "pipeline/run/steps.py", "pipeline/graph/quantize.py")),
-    "tune": StageDeps(
-        "jobs", ("plan.variants.{variant}.spec", "tune", "quantize.keep_float", "quantize.openvino_max_drift_px",
-                 "verify.min_peak_margin", "backends.{backend}"),
-        ("stages/tune.py", "pipeline/run/steps.py", "pipeline/measure/tune.py", "pipeline/measure/benchmark.py", "pipeline/measure/timing.py",
-         "pipeline/backends/runtime.py", "pipeline/core/hardware.py", "pipeline/backends/__init__.py",
-         "pipeline/backends/{backend}.py", "pipeline/graph/fp16.py", "pipeline/core/onnx_io.py", "pipeline/model/decode.py",
-         "pipeline/check/verify.py", "pipeline/model/spec.py")),
-    "build": StageDeps(
-        "jobs", ("plan.variants.{variant}.spec", "quantize.keep_float", "quantize.openvino_max_drift_px",
-                 "verify.min_peak_margin", "backends.{backend}", "hardware.{backend}"),
-        ("stages/build.py", "pipeline/run/steps.py", "pipeline/backends/__init__.py", "pipeline/backends/{backend}.py",
-         "pipeline/graph/fp16.py", "pipeline/package/dropin.py", "pipeline/model/spec.py", "pipeline/backends/runtime.py", "pipeline/model/decode.py",
-         "pipeline/check/verify.py")),
-    "verify": StageDeps(
-        "jobs", ("verify.tolerances.{precision}", "verify.min_peak_margin", "backends.{backend}"),
-        ("stages/verify.py", "pipeline/run/steps.py", "pipeline/check/verify.py", "pipeline/model/decode.py", "pipeline/model/preprocess.py",
-         "pipeline/model/spec.py", "pipeline/core/onnx_io.py", "pipeline/backends/common.py", "pipeline/backends/{backend}.py",
-         "pipeline/backends/runtime.py")),
-    "benchmark": StageDeps(
-        "variants", ("benchmark", "verify.tolerances", "verify.min_peak_margin", *SPEC),
-        ("stages/benchmark.py", "pipeline/run/steps.py", "pipeline/measure/benchmark.py", "pipeline/measure/timing.py", "pipeline/measure/peers.py",
-         "pipeline/backends/runtime.py", "pipeline/core/hardware.py", "pipeline/backends", "pipeline/check/verify.py", "pipeline/model/decode.py",
-         "pipeline/core/onnx_io.py", "pipeline/model/spec.py")),
-    "evaluate": StageDeps(
-        "evaluations", (*MODEL, "evaluate", "backends"),
-        ("stages/evaluate.py", "pipeline/check/evaluate.py", "pipeline/check/reference.py", "pipeline/infer.py",
-         "pipeline/model/preprocess.py", "pipeline/model/decode.py", "pipeline/backends", "pipeline/model", "pipeline/sources/weights.py",
-         "pipeline/model/spec.py", "pipeline/planning/plan.py")),
-    "report": StageDeps(
-        None, ("targets", "plan.left_out"),
-        ("stages/report.py", "pipeline/report", "pipeline/report/overlay.py", "pipeline/inputs/golden.py", "pipeline/model/preprocess.py",
-         "pipeline/model/decode.py", "pipeline/model/keypoints.py", "pipeline/backends", "pipeline/inputs/data", "pipeline/model/spec.py",
-         "pipeline/planning/plan.py")),
-    "release": StageDeps(
-        "variants", ("plan.left_out", *SPEC),
-        ("stages/release.py", "pipeline/package/release.py", "pipeline/package/dropin.py", "pipeline/backends/runtime.py")),
+# Stage -> the params it reads (what the `params:` of dvc.yaml used to list).
+PARAMS: dict[str, tuple[str, ...]] = {
+    "reference": (*MODEL, "verify.num_figures", "verify.num_random", "verify.seed"),
+    "export": (*MODEL, "export"),
+    "simplify": (*SPEC, "simplify"),
+    "calibration": (*SPEC, "calibration"),
+    "quantize": ("quantize",),
+    "tune": ("plan.variants.{variant}.spec", "tune", "quantize.keep_float", "quantize.openvino_max_drift_px",
+             "verify.min_peak_margin", "backends.{backend}"),
+    "build": ("plan.variants.{variant}.spec", "quantize.keep_float", "quantize.openvino_max_drift_px",
+              "verify.min_peak_margin", "backends.{backend}", "hardware.{backend}"),
+    "verify": ("verify.tolerances.{precision}", "verify.min_peak_margin", "backends.{backend}"),
+    "benchmark": ("benchmark", "verify.tolerances", "verify.min_peak_margin", *SPEC),
+    "evaluate": (*MODEL, "evaluate", "backends"),
+    "report": ("targets", "plan.left_out"),
+    "release": ("plan.left_out", *SPEC),
+    "demo-data": (),  # its params are conf/train_demo.yaml's, listed in dvc.yaml
+    "train-demo": (),
 }
-VARIANT_STAGES = tuple(name for name, s in STAGE_DEPS.items() if s.section not in ("jobs", None))
-JOB_STAGES = tuple(name for name, s in STAGE_DEPS.items() if s.section == "jobs")
+# Stages that load backend modules by name (pipeline/backends/__init__.py `get`), which imports cannot show.
+BY_NAME = ("tune", "build", "verify", "benchmark", "evaluate", "report")
 
 
-def deps_dir(out_dir: str) -> str:
-    """The folder `stage-deps` writes (its one DVC output)."""
-    return str(PurePosixPath(out_dir) / DIRNAME)
+def stage_backends(cfg: Any, stage: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    """The backends whose modules the stage instance loads by name: a job's own; the backends of a variant's
+    jobs; of every planned job for a stage over the whole plan; none for a stage not in `BY_NAME`."""
+    if stage not in BY_NAME:
+        return ()
+    if SECTIONS[stage] == "jobs":
+        return (entry["backend"],)
+    jobs = entry["jobs"] if SECTIONS[stage] else cfg.plan["jobs"]
+    return tuple(sorted({cfg.plan["jobs"][job]["backend"] for job in jobs}))
 
 
-def deps_path(out_dir: str, stage: str, key: str | None = None) -> str:
-    """`<out_dir>/stage-deps/<stage>/<key>.json`, or `<out_dir>/stage-deps/<stage>.json` for a single stage."""
-    root = PurePosixPath(deps_dir(out_dir))
-    return str(root / stage / f"{key}.json" if key else root / f"{stage}.json")
-
-
-def deps_paths(out_dir: str, key: str, stages: tuple[str, ...]) -> dict[str, str]:
-    """The deps file of each of `stages` for one variant or job, keyed by stage (the plan's `deps`)."""
-    return {stage: deps_path(out_dir, stage, key) for stage in stages}
+@cache
+def stage_sources(stage: str, backends: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The source files (and data folders) a stage's process executes with these backends, repository-relative."""
+    return source_files([f"stages.{stage.replace('-', '_')}", *(BACKENDS[name].module for name in backends)])
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:
@@ -142,32 +98,35 @@ def source_md5(relative: str, root: Path = REPO_ROOT) -> str:
     if path.is_file():
         return hashlib.md5(path.read_bytes()).hexdigest()
     if not path.is_dir():
-        raise ConfigError(f"stage deps: {relative} does not exist (pipeline/planning/stage_deps.py lists it)")
+        raise ConfigError(f"stage deps: {relative} does not exist in this checkout (a stage's source, "
+                          "pipeline/planning/closure.py); restore it or correct DATA there")
     lines = [f"{p.relative_to(path).as_posix()} {hashlib.md5(p.read_bytes()).hexdigest()}\n"
              for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return hashlib.md5("".join(lines).encode()).hexdigest()
 
 
-def stage_deps(cfg: Any, root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
+def stage_deps(cfg: Any) -> dict[str, dict[str, Any]]:
     """Deps file path -> {"params": values, "code": {path: md5}}, for every stage instance of the plan.
 
     `cfg` is a validated `RunConfig`; params values are its plain-data form (what the stages see,
-    defaults included), keyed by the dotted key as dvc.lock would have recorded them. Raises
-    ConfigError if a listed key or source path does not exist.
+    defaults included), keyed by the dotted key as dvc.lock would have recorded them; code is every
+    source file and data folder the stage executes (`stage_sources`), hashed in this checkout. Raises
+    ConfigError if a listed key or a source path does not exist.
     """
     data = dataclasses.asdict(cfg)
     md5s: dict[str, str] = {}
     files: dict[str, dict[str, Any]] = {}
-    for stage, spec in STAGE_DEPS.items():
-        items = cfg.plan[spec.section] if spec.section else {None: {}}
+    for stage, params in PARAMS.items():
+        section = SECTIONS[stage]
+        items = cfg.plan[section] if section else {None: {}}
         for key, entry in items.items():
             fields = {"variant": key, "job": key, **{k: v for k, v in entry.items() if isinstance(v, str)}}
             path = entry["deps"][stage] if key else cfg.plan["stage_deps"][stage]
-            code = [p.format(**fields) for p in spec.code]
+            code = stage_sources(stage, stage_backends(cfg, stage, entry))
             for source in code:
                 if source not in md5s:
-                    md5s[source] = source_md5(source, root)
-            files[path] = {"params": {name: _lookup(data, name) for name in (k.format(**fields) for k in spec.params)},
+                    md5s[source] = source_md5(source)
+            files[path] = {"params": {name: _lookup(data, name) for name in (k.format(**fields) for k in params)},
                            "code": {source: md5s[source] for source in code}}
     return files
 

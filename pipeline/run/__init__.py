@@ -1,1 +1,1 @@
-"""Running it all: loading the config, one function per stage (`steps`), the chain without DVC, stage CLIs, sweeps."""
+"""Running it all: loading the config, one module per stage (`steps/`), the chain without DVC, stage CLIs, sweeps."""

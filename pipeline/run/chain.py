@@ -21,7 +21,14 @@ from pipeline.demo.config import default_train_demo_config
 from pipeline.inputs.figures import write_coco
 from pipeline.package.release import release
 from pipeline.planning.plan import QDQ_BACKENDS
-from pipeline.run import steps
+from pipeline.run.steps.build import build
+from pipeline.run.steps.calibration import calibration
+from pipeline.run.steps.export import export
+from pipeline.run.steps.quantize import quantize
+from pipeline.run.steps.reference import reference
+from pipeline.run.steps.simplify import simplify
+from pipeline.run.steps.tune import tune
+from pipeline.run.steps.verify import verify
 
 # Result statuses, in the words the summary table prints.
 PASSED, FAILED, LEFT_OUT = "passed", "FAILED", "left out"
@@ -58,9 +65,9 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
     for variant, entry in cfg.plan["variants"].items():
         jobs = list(entry["jobs"])
         try:
-            steps.reference(cfg, variant)
-            steps.export(cfg, variant)
-            steps.simplify(cfg, variant)
+            reference(cfg, variant)
+            export(cfg, variant)
+            simplify(cfg, variant)
         except PipelineError as exc:
             results += _failed_jobs(cfg, jobs, "prepare", exc)
             continue
@@ -69,10 +76,10 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
         try:
             if variant in cfg.plan["calibrations"]:
                 ensure_demo_calibration_set(cfg)
-                steps.calibration(cfg, variant)
+                calibration(cfg, variant)
             if variant in cfg.plan["quantizations"]:
                 try:
-                    steps.quantize(cfg, variant)
+                    quantize(cfg, variant)
                 except PipelineError as exc:
                     results += _failed_jobs(cfg, qdq, "quantize", exc)
                     jobs = [j for j in jobs if j not in qdq]
@@ -81,17 +88,17 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             jobs = [j for j in jobs if j not in int8]
         for job in jobs:
             try:
-                steps.tune(cfg, job)
+                tune(cfg, job)
             except PipelineError as exc:
                 results += _failed_jobs(cfg, [job], "tune", exc)
                 continue
             try:
-                steps.build(cfg, job)
+                build(cfg, job)
             except PipelineError as exc:
                 results += _failed_jobs(cfg, [job], "build", exc)
                 continue
             try:
-                steps.verify(cfg, job)
+                verify(cfg, job)
                 results.append((job, PASSED))
             except PipelineError as exc:
                 results.append((job, f"{FAILED}: {exc}"))

@@ -1,0 +1,138 @@
+"""Step `benchmark@<variant>`: every built artifact of the variant and the peers timed side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import backends
+from pipeline.check.verify import Golden, verify_artifact
+from pipeline.config import RunConfig
+from pipeline.core.io import read_npz, write_json
+from pipeline.core.onnx_io import INPUT_NAME
+from pipeline.core.progress import progress_bar
+from pipeline.measure.benchmark import Candidate, machine, measure, method_sentence
+from pipeline.measure.headline import fastest, latency_ratio
+from pipeline.measure.peers import build_peers
+from pipeline.planning.plan import spec_of
+from pipeline.planning.plan import variant_entry as _variant_entry
+from pipeline.run.steps.common import _require
+
+
+def _verification(metrics: dict) -> dict:
+    """The figures of a verify metrics file the benchmark rows carry (None where not verified)."""
+    if not metrics:
+        return {"status": "not verified", "passed": False, "mean_drift_px": None, "max_drift_px": None,
+                "min_cosine": None, "max_abs_error": None}
+    outputs = metrics.get("outputs", {}).values()
+    confident = metrics.get("keypoints", {}).get("confident", {})
+    return {"status": "passed" if metrics.get("passed") else "failed", "passed": bool(metrics.get("passed")),
+            "mean_drift_px": confident.get("mean_drift_px"), "max_drift_px": confident.get("max_drift_px"),
+            "min_cosine": min((o["cosine"] for o in outputs), default=None),
+            "max_abs_error": max((o["needs_atol"] for o in outputs), default=None)}
+
+
+def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
+    """A peer's outputs on the golden inputs against the reference, at its precision's tolerance, the
+    inputs preprocessed as the reference expects. Informational: peers are not ours to gate, but their
+    drift belongs on the same plot."""
+    target = backends.get_target(candidate.target)
+    runner = backends.get(target.backend).Runner(Path(candidate.artifact_dir), target, cfg, candidate.latency_runtime)
+    metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden,
+                              cfg.verify.tolerances[target.precision], cfg.verify.min_peak_margin, {})
+    return _verification(metrics)
+
+
+BASELINE_TARGET = "onnxruntime-fp32"  # the benchmark's `speedup_vs_onnxruntime_fp32` divides its latency
+
+
+def _executed_precision(row: dict) -> str:
+    """A target's precision; for a peer, the precisions its runtime reports executing, most operations
+    first (e.g. `bf16` for OpenVINO's default on a CPU with native bf16)."""
+    if row["kind"] == "target":
+        return backends.get_target(row["target"]).precision
+    executed = (row.get("runtime_settings") or {}).get("execution_precision") or {}
+    names = sorted(executed, key=lambda name: -executed[name])
+    return "/".join(names) or backends.get_target(row["target"]).precision
+
+
+def headline(rows: dict[str, dict]) -> dict:
+    """Our fastest verified target against the best peer: latency ratio (lower is better). The rule is the
+    report's (pipeline/measure/headline.py)."""
+    def timing(row: dict) -> tuple:
+        return row["name"], row.get("latency_ms_median"), row["verification"].get("mean_drift_px")
+
+    best = fastest((r for r in rows.values() if r["kind"] == "target" and r["verification"]["passed"]), timing)
+    peer = fastest((r for r in rows.values() if r["kind"] == "peer"), timing)
+    ratio = latency_ratio(best["latency_ms_median"], peer["latency_ms_median"]) if best and peer else None
+    return {"recommended": best["name"] if best else None,
+            "recommended_latency_ms": best["latency_ms_median"] if best else None,
+            "best_peer": peer["name"] if peer else None, "best_peer_latency_ms": peer["latency_ms_median"] if peer else None,
+            "latency_ratio_vs_best_peer": ratio}
+
+
+def benchmark(cfg: RunConfig, variant_name: str) -> dict:
+    """Time every built artifact of the variant and the peers (pipeline/measure/peers.py), each in its own process;
+    write the DVC metrics file: one row per candidate, the machine, the method and the headline."""
+    import tempfile
+
+
+    paths = _variant_entry(cfg, variant_name)
+    spec = spec_of(cfg, variant_name)
+    jobs = {cfg.plan["jobs"][j]["target"]: cfg.plan["jobs"][j] for j in paths["jobs"]}
+    candidates = []
+    for target_name, entry in jobs.items():
+        _require(entry["artifact"], "build", f"{variant_name}.{target_name}")
+        verification = _verification(read_metrics(entry["metrics"]))
+        candidates.append(Candidate(target_name, "target", target_name, entry["artifact"], description="our artifact, "
+                                    "its recorded runtime settings", extra={"verification": verification}))
+    before = machine()
+    with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+        if cfg.benchmark.peers:
+            golden = Golden.from_arrays(read_npz(_require(paths["reference"], "reference", variant_name)),
+                                        paths["reference"])
+            calibration = Path(paths["calibration"])
+            used = {t.split("-", 1)[0] for t in jobs}
+            peers = build_peers(_require(paths["export"], "export", variant_name),
+                                read_npz(calibration)["input"] if calibration.is_file() else None, Path(scratch),
+                                cfg.benchmark.peer_static_shape, tuple(b for b in ("onnxruntime", "openvino") if b in used))
+            for peer in peers:
+                peer.extra["verification"] = _peer_verification(cfg, peer, golden)
+            candidates += peers
+        with progress_bar(cfg.benchmark.blocks, f"benchmark {variant_name}") as advance:
+            rows = measure(candidates, cfg, spec.input_hw, cfg.benchmark, advance)
+    top = headline(rows)
+    baseline = rows.get(BASELINE_TARGET)
+    for row in rows.values():
+        row["mean_drift_px"] = row["verification"]["mean_drift_px"]
+        row["precision"] = _executed_precision(row)
+        if "throughput_images" in row:
+            row["throughput_batch"] = row["throughput_images"]
+        best_peer = top["best_peer_latency_ms"]
+        row["speedup_vs_best_peer"] = best_peer / row["latency_ms_median"] if best_peer else None
+        row["speedup_vs_onnxruntime_fp32"] = (baseline["latency_ms_median"] / row["latency_ms_median"]
+                                              if baseline else None)
+        if row["kind"] == "target":
+            row["artifact"] = jobs[row["name"]]["artifact"]
+    result = {"variant": variant_name, "machine": {**before, "load_average_after": machine()["load_average"]},
+              "method": method_sentence(cfg.benchmark), "settings": dict(vars(cfg.benchmark)),
+              "targets": {n: r for n, r in rows.items() if r["kind"] == "target"},
+              "peers": {n: r for n, r in rows.items() if r["kind"] == "peer"}, "headline": top}
+    write_json(paths["benchmark"], result)
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["latency_ms_median"]):
+        status = r["verification"]["status"]
+        print(f"benchmark {variant_name} {name} ({r['kind']}, {status}): {r['latency_ms_median']:.2f} ms median "
+              f"[p10 {r['latency_ms_p10']:.2f}, p90 {r['latency_ms_p90']:.2f}, block spread "
+              f"{100 * r['latency_block_spread']:.0f}%]" +
+              (f", {r['throughput_img_s']:.1f} img/s" if "throughput_img_s" in r else ""))
+    if top["latency_ratio_vs_best_peer"] is not None:
+        print(f"benchmark {variant_name}: fastest verified {top['recommended']} {top['recommended_latency_ms']:.2f} ms "
+              f"= {top['latency_ratio_vs_best_peer']:.2f}x the best peer {top['best_peer']} "
+              f"{top['best_peer_latency_ms']:.2f} ms")
+    return result
+
+
+def read_metrics(path: str | Path) -> dict:
+    import json
+
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -1,0 +1,30 @@
+"""Step `reference@<variant>`: golden inputs and the reference outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.check.reference import reference_runs
+from pipeline.check.verify import Golden
+from pipeline.config import RunConfig
+from pipeline.core.io import write_npz
+from pipeline.inputs.golden import PHOTO_BOXES, golden_crops, random_inputs
+from pipeline.model.preprocess import normalize
+from pipeline.planning.plan import spec_of
+from pipeline.planning.plan import variant_entry as _variant_entry
+
+
+def reference(cfg: RunConfig, variant_name: str) -> Path:
+    """Golden inputs and the reference outputs: PyTorch in float32 and float64, or the supplied ONNX in
+    plain onnxruntime (float32 only)."""
+    paths = _variant_entry(cfg, variant_name)
+    spec = spec_of(cfg, variant_name)
+    crops = golden_crops(spec, cfg.verify.num_figures)
+    randoms = random_inputs(spec.input_hw, cfg.verify.num_random, cfg.verify.seed)
+    inputs = np.concatenate([normalize(crops, spec.preprocess), randoms])  # as the reference model expects
+    float32, float64 = reference_runs(cfg, variant_name, inputs)
+    golden = Golden(inputs, crops, spec.preprocess, float32, float64, len(PHOTO_BOXES), spec.simcc_split_ratio)
+    write_npz(paths["reference"], golden.arrays())
+    return Path(paths["reference"])
