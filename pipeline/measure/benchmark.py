@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from pipeline.config import REPO_ROOT, BenchmarkConfig
+from pipeline.config import REPO_ROOT, BackendsConfig, BenchmarkConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.hardware import cpu_fingerprint
 
@@ -137,13 +137,14 @@ def throughput_stats(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
             "throughput_block_spread": spread(medians)}
 
 
-def _config_file(run_cfg, scratch: Path) -> Path:
-    path = scratch / "config.yaml"
-    path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(run_cfg))), encoding="utf-8")
+def _config_file(backends_cfg: BackendsConfig, scratch: Path) -> Path:
+    """The `backends` config as YAML, for the workers: each Runner is given its backend's section of it."""
+    path = scratch / "backends.yaml"
+    path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(backends_cfg))), encoding="utf-8")
     return path
 
 
-def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkConfig,
+def measure(candidates: Sequence[Candidate], backends_cfg: BackendsConfig, input_hw, cfg: BenchmarkConfig,
             progress: Callable[[int], None] | None = None,
             modes: Sequence[str] = ("latency", "throughput")) -> dict[str, dict[str, Any]]:
     """Time every candidate in `modes` as the module docstring says; one result row per candidate name.
@@ -160,7 +161,7 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
     images = cfg.throughput_images if "throughput" in modes else 0
     workers: list[_Worker] = []
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
-        config_path = _config_file(run_cfg, Path(scratch))
+        config_path = _config_file(backends_cfg, Path(scratch))
         try:
             for candidate in candidates:  # loaded one after the other: no timing runs while another loads
                 workers.append(_Worker(candidate, config_path, input_hw, cfg, Path(scratch), images))

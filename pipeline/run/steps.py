@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends
+from pipeline.backends.interface import SelfCalibration
 from pipeline.backends.runtime import recorded_runtime
 from pipeline.check.reference import reference_runs, sha256_of_source, supplied_onnx
 from pipeline.check.verify import (
@@ -141,12 +142,12 @@ def _job_sources(cfg: RunConfig, entry: dict) -> tuple[Path, np.ndarray | None]:
 
 
 def tune(cfg: RunConfig, job: str) -> dict:
-    """Measure the target's runtime settings (pipeline/measure/tune.py) and write the record that verify, the
-    benchmark, infer and release read (pipeline/backends/runtime.py: recorded_runtime)."""
+    """Measure the runtime settings of the artifact `build` made (pipeline/measure/tune.py) and write the record
+    that verify, the benchmark, infer and release read (pipeline/backends/runtime.py: recorded_runtime)."""
 
     entry = _job_entry(cfg, job)
-    source, calibration_set = _job_sources(cfg, entry)
-    record = run_tune(source, entry["target"], cfg, spec_of(cfg, entry["variant"]).input_hw, calibration_set)
+    artifact = _require(entry["artifact"], "build", job)
+    record = run_tune(artifact, entry["target"], cfg.tune, cfg.backends, spec_of(cfg, entry["variant"]).input_hw)
     record["job"] = job
     write_json(entry["tune"], record)
     for mode, settings in record["chosen"].items():
@@ -161,9 +162,12 @@ def build(cfg: RunConfig, job: str) -> Path:
     target = backends.get_target(entry["target"])
     module = backends.get(target.backend)
     source, calibration_set = _job_sources(cfg, entry)
+    # A target that calibrates itself gets the set with the quantize and verify values it needs, nothing more.
+    calibration = None if calibration_set is None else SelfCalibration(
+        calibration_set, tuple(cfg.quantize.keep_float), cfg.quantize.openvino_max_drift_px, cfg.verify.min_peak_margin)
     runtime: dict = {}  # the backend's defaults until released with the tuned settings
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
-        module.build(source, target, cfg, tmp, calibration=calibration_set)
+        module.build(source, target, backends.settings_of(cfg.backends, target.backend), tmp, calibration)
         write_json(tmp / ARTIFACT_META, {
             "job": job, "variant": entry["variant"], "target": target.name, "backend": target.backend,
             "precision": target.precision, "source_onnx_sha256": sha256_file(source),
@@ -184,14 +188,13 @@ def verify(cfg: RunConfig, job: str) -> dict:
     golden = Golden.from_arrays(read_npz(_require(entry["reference"], "reference", entry["variant"])),
                                 entry["reference"])
     artifact = _require(entry["artifact"], "build", job)
-    module = backends.get(target.backend)
-    runner = module.Runner(artifact, target, cfg)  # the artifact's recorded latency settings
+    runner = backends.open_runner(artifact, target, cfg.backends)  # the artifact's recorded latency settings
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden, tolerance,
                               cfg.verify.min_peak_margin, recorded_normalizations(artifact))
     metrics["breaches"] += check_execution_precision(target.precision, runner.settings["execution_precision"])
     if recorded_runtime(artifact, "throughput"):
         # The throughput settings run the same files with other threads and streams: they must pass too.
-        streams = module.Runner(artifact, target, cfg, mode="throughput")
+        streams = backends.open_runner(artifact, target, cfg.backends, mode="throughput")
         throughput = verify_artifact(lambda inputs: streams({INPUT_NAME: inputs}), golden, tolerance,
                                      cfg.verify.min_peak_margin, recorded_normalizations(artifact))
         throughput["breaches"] += check_execution_precision(target.precision, streams.settings["execution_precision"])
@@ -230,7 +233,7 @@ def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
     inputs preprocessed as the reference expects. Informational: peers are not ours to gate, but their
     drift belongs on the same plot."""
     target = backends.get_target(candidate.target)
-    runner = backends.get(target.backend).Runner(Path(candidate.artifact_dir), target, cfg, candidate.latency_runtime)
+    runner = backends.open_runner(candidate.artifact_dir, target, cfg.backends, candidate.latency_runtime)
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden,
                               cfg.verify.tolerances[target.precision], cfg.verify.min_peak_margin, {})
     return _verification(metrics)
@@ -284,15 +287,15 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
             golden = Golden.from_arrays(read_npz(_require(paths["reference"], "reference", variant_name)),
                                         paths["reference"])
             calibration = Path(paths["calibration"])
-            used = {t.split("-", 1)[0] for t in jobs}
+            used = {backends.get_target(t).backend for t in jobs}
             peers = build_peers(_require(paths["export"], "export", variant_name),
                                 read_npz(calibration)["input"] if calibration.is_file() else None, Path(scratch),
-                                cfg.benchmark.peer_static_shape, tuple(b for b in ("onnxruntime", "openvino") if b in used))
+                                used, cfg.benchmark.peer_static_shape)
             for peer in peers:
                 peer.extra["verification"] = _peer_verification(cfg, peer, golden)
             candidates += peers
         with progress_bar(cfg.benchmark.blocks, f"benchmark {variant_name}") as advance:
-            rows = measure(candidates, cfg, spec.input_hw, cfg.benchmark, advance)
+            rows = measure(candidates, cfg.backends, spec.input_hw, cfg.benchmark, advance)
     top = headline(rows)
     baseline = rows.get(BASELINE_TARGET)
     for row in rows.values():
