@@ -73,8 +73,8 @@ def lock_outputs(lock_file: Path) -> dict[str, tuple[str, str]]:
 def output_rule(stage: str) -> tuple[str, str]:
     """(rule, why) for a stage's outputs; build stages by their target's precision and backend."""
     kind, _, name = stage.partition("@")
-    if kind == "build":
-        target = backends.get_target(name.rpartition(".")[2])
+    target = backends.TARGETS.get(name.rpartition(".")[2])
+    if kind == "build" and target is not None:
         if backends.module(target.backend).BOUND_TO_GPU:
             return "gpu-tuned", "TensorRT engine autotuned on this GPU"
         if target.precision == "int8":
