@@ -68,7 +68,9 @@ class _Worker:
     def __init__(self, candidate: Candidate, config_path: Path, input_hw, cfg: BenchmarkConfig,
                  scratch: Path, throughput_images: int) -> None:
         self.candidate = candidate
-        spec = {"backend": candidate.backend, "target": candidate.target, "artifact_dir": candidate.artifact_dir,
+        # Absolute: the worker runs in the repository root, the caller perhaps elsewhere (out_dir is relative).
+        artifact_dir = str(Path(candidate.artifact_dir).resolve())
+        spec = {"backend": candidate.backend, "target": candidate.target, "artifact_dir": artifact_dir,
                 "config": str(config_path), "input_hw": list(input_hw), "seed": cfg.seed,
                 "latency_runtime": candidate.latency_runtime, "throughput_runtime": candidate.throughput_runtime,
                 "throughput_images": throughput_images}
