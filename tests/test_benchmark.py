@@ -4,7 +4,6 @@ only what the figures are and how they are made (that is benchmarks/harness_vs_a
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from conftest import max_abs_diff

@@ -16,8 +16,9 @@ idle; the harness lets them settle before the next candidate's block (pipeline/m
 Anything the runtimes print goes to stderr; stdout carries only the protocol.
 
 SPEC keys: `backend`, `target` (`<backend>-<precision>`), `artifact_dir`, `config` (the `backends`
-section of the config, YAML: the Runner is given its backend's part), `input_hw`, `seed`, `latency_runtime` / `throughput_runtime` (settings, or null for
-the artifact's recorded ones), `throughput_images` (0: no throughput runner).
+section of the config, YAML: the Runner is given its backend's part), `input_hw`, `seed`,
+`latency_runtime` / `throughput_runtime` (settings, or null for the artifact's recorded ones),
+`throughput_images` (0: no throughput runner).
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Every job is built and verified even if others fail, and a failure stays with the jobs it concerns:
 a variant whose reference/export/simplify fails fails its jobs; a calibration set that cannot be
 made, or a quantization that fails, fails the INT8 jobs only; a build, tune (pipeline/measure/tune.py, on
-the built artifact) or verification fails its job. Each failure is recorded as the job's metrics file (`passed: false` with
-the one-line reason), so the report shows it, and the results list says it. The verified artifacts are then released
-(pipeline/package/release.py). The default calibration set (the demo's
-COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
+the built artifact) or verification fails its job. Each failure is recorded as the job's metrics file
+(`passed: false` with the one-line reason), so the report shows it, and the results list says it. The
+verified artifacts are then released (pipeline/package/release.py). The default calibration set (the
+demo's COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
 """
 
 from __future__ import annotations
