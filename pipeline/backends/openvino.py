@@ -129,20 +129,18 @@ def _quantize_int8(model, calibration: SelfCalibration | None, split_ratio: floa
 
     if calibration is None or len(calibration.inputs) == 0:
         raise ConfigError("openvino-int8 needs calibration data (calibration stage); none was given")
-    prefixes = list(calibration.keep_float)
+    inputs, prefixes, budget = calibration.inputs, list(calibration.keep_float), calibration.max_drift_px
     ignored = nncf.IgnoredScope(patterns=[f"{p}.*" for p in prefixes], validate=False) if prefixes else None
-    budget = calibration.max_drift_px
-    calibration, min_peak_margin = calibration.inputs, calibration.min_peak_margin
-    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+    dataset = nncf.Dataset([inputs[i:i + 1] for i in range(len(inputs))])
     if budget is None:
-        return nncf.quantize(model, dataset, subset_size=len(calibration),
+        return nncf.quantize(model, dataset, subset_size=len(inputs),
                              ignored_scope=ignored or nncf.IgnoredScope(), preset=nncf.QuantizationPreset.PERFORMANCE)
     if budget <= 0:
         raise ConfigError(f"quantize.openvino_max_drift_px={budget}; set a drift budget in pixels > 0, or null")
-    items, validation_fn = _keypoint_drift_metric(model, calibration, min_peak_margin, split_ratio)
+    items, validation_fn = _keypoint_drift_metric(model, inputs, calibration.min_peak_margin, split_ratio)
     return nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget, drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
+        subset_size=len(inputs), ignored_scope=ignored or nncf.IgnoredScope(),
         preset=nncf.QuantizationPreset.PERFORMANCE)
 
 
