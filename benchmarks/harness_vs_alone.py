@@ -40,11 +40,11 @@ import numpy as np
 import yaml
 from pathlib import Path
 from pipeline import backends
-from pipeline.config import RunConfig, to_schema
+from pipeline.config import BackendsConfig, to_schema
 spec = json.loads(sys.argv[1])
-cfg = to_schema(RunConfig, yaml.safe_load(Path(spec["config"]).read_text()))
+backends_cfg = to_schema(BackendsConfig, yaml.safe_load(Path(spec["config"]).read_text()))
 target = backends.get_target(spec["target"])
-runner = backends.get(target.backend).Runner(Path(spec["artifact_dir"]), target, cfg, spec["runtime"])
+runner = backends.open_runner(spec["artifact_dir"], target, backends_cfg, spec["runtime"])
 feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, *spec["input_hw"])).astype(np.float32)}
 for _ in range(spec["warmup"]):
     runner(feeds)
@@ -92,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.measure.peers import build_peers
 
             calibration = Path(entry["calibration"])
+            used = {cfg.plan["jobs"][j]["backend"] for j in entry["jobs"]}
             candidates += build_peers(Path(entry["export"]), read_npz(calibration)["input"] if calibration.is_file()
-                                      else None, Path(scratch) / "peers", cfg.benchmark.peer_static_shape)
-        config_path = Path(scratch) / "config.yaml"
-        config_path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(cfg))))
+                                      else None, Path(scratch) / "peers", used, cfg.benchmark.peer_static_shape)
+        config_path = Path(scratch) / "backends.yaml"
+        config_path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(cfg.backends))))
         harness: dict[str, list[float]] = {c.name: [] for c in candidates}
         alone: dict[str, list[float]] = {c.name: [] for c in candidates}
         for round_ in range(args.rounds):
-            rows = measure(candidates, cfg, input_hw, cfg.benchmark, modes=("latency",))
+            rows = measure(candidates, cfg.backends, input_hw, cfg.benchmark, modes=("latency",))
             for name, row in rows.items():
                 harness[name].append(row["latency_ms_median"])
             order = candidates[round_ % len(candidates):] + candidates[:round_ % len(candidates)]

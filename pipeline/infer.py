@@ -10,12 +10,14 @@ tune record beside a built one (`<variant dir>/tune/<target>.json`; `build` reco
 pipeline/backends/runtime.py); `backends.*` overrides apply to artifacts and bare model files without either.
 
 ARTIFACT is an artifact directory as `build` writes it (`artifact.json` names backend, target and
-variant) or a bare model file: `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` +
-`io.json` (ncnn), `.engine` + `engine.json` (tensorrt). A bare file runs with the backend's fp32
-runner (ncnn and tensorrt read the precision from the file beside it). The model description
+variant) or a bare model file, with the files its backend's artifact consists of beside it (each backend's
+`FILES`): `.onnx` (onnxruntime), `.xml` + `.bin` (openvino), `.param` + `.bin` + `io.json` (ncnn),
+`.engine` + `engine.json` (tensorrt). A bare file runs with the backend's fp32 runner, unless a file beside
+it records the precision it was built for (ncnn's io.json, tensorrt's engine.json). The model description
 (input size, mean/std, colour order, split ratio, keypoint names and skeleton) comes from
-`artifact.json`, the ONNX `metadata_props` or OpenVINO's `rt_info` (the same props); an ONNX from
-another exporter is described from its I/O (pipeline/sources/describe.py). `--model <preset>` names the
+`artifact.json` or what the model file records (the backend's `recorded_metadata`: the ONNX
+`metadata_props`, OpenVINO's `rt_info`, the same props); an ONNX from another exporter is described from
+its I/O (pipeline/sources/describe.py). `--model <preset>` names the
 model where nothing is recorded (and must agree with what is).
 
 The image is preprocessed exactly as mmpose's top-down pipeline (pipeline/model/preprocess.py: box padded
@@ -44,16 +46,14 @@ from pipeline import backends
 from pipeline.backends import Target
 from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.core.errors import InputError, PipelineError
-from pipeline.core.onnx_io import INPUT_NAME, get_metadata, load_onnx
+from pipeline.core.onnx_io import INPUT_NAME, load_onnx
 from pipeline.model.decode import check_outputs, decode_to_image
 from pipeline.model.preprocess import preprocess_boxes
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import ModelSpec, generic_keypoint_names
-from pipeline.package.dropin import FILE_KINDS
 from pipeline.run.configure import load_config
 from pipeline.sources.describe import METADATA_SPEC_KEY, describe_onnx
 
-FILE_KINDS_BY_BACKEND = {backend: name for backend, name, _ in FILE_KINDS.values()}
 DRAW_MIN_SCORE = 0.3  # mmpose's visualizer default kpt_thr
 
 
@@ -87,35 +87,21 @@ def _spec_from_metadata(metadata: Mapping[str, str], source: str) -> ModelSpec |
         raise InputError(f"{source}: its recorded model description is damaged ({exc}); rebuild it") from None
 
 
-def recorded_spec(model_file: Path) -> ModelSpec | None:
-    """The description an ONNX (metadata_props) or OpenVINO IR (rt_info/framework) records; for an
-    ONNX from another exporter, what its I/O says (pipeline/sources/describe.py); else None."""
-    if model_file.suffix == ".onnx":
-
-        proto = load_onnx(model_file)
-        recorded = _spec_from_metadata(get_metadata(proto), str(model_file))
-        return recorded or describe_onnx(proto, None, str(model_file), {}, model_file)
-    if model_file.suffix == ".xml":
-        backends.get("openvino")
-        import openvino as ov
-
-        try:
-            model = ov.Core().read_model(str(model_file))
-        except RuntimeError as exc:
-            reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
-            raise InputError(f"{model_file} is not a readable OpenVINO IR: {reason}") from None
-        key = ["framework", METADATA_SPEC_KEY]
-        if model.has_rt_info(key):
-            return _spec_from_metadata({METADATA_SPEC_KEY: model.get_rt_info(key).astype(str)}, str(model_file))
-    return None
+def recorded_spec(model_file: Path, backend: str) -> ModelSpec | None:
+    """The description the model file records (its backend's `recorded_metadata`: an ONNX's metadata_props,
+    an OpenVINO IR's rt_info); for an ONNX from another exporter, what its I/O says
+    (pipeline/sources/describe.py); else None."""
+    recorded = _spec_from_metadata(backends.get(backend).recorded_metadata(model_file), str(model_file))
+    if recorded is None and model_file.suffix == ".onnx":
+        return describe_onnx(load_onnx(model_file), None, str(model_file), {}, model_file)
+    return recorded
 
 
 def _bare_precision(model_file: Path, backend: str) -> str:
     """fp32, except where the files beside the model record the precision it was built for."""
-    if backend == "ncnn" and (model_file.parent / "io.json").is_file():
-        return _read_json(model_file.parent / "io.json")["weights"]
-    if backend == "tensorrt" and (model_file.parent / "engine.json").is_file():
-        return _read_json(model_file.parent / "engine.json")["precision"]
+    record = backends.files(backend).precision_record
+    if record and (model_file.parent / record[0]).is_file():
+        return _read_json(model_file.parent / record[0])[record[1]]
     return "fp32"
 
 
@@ -129,42 +115,47 @@ def _describe(path: Path) -> tuple[Path, Path | None, Target, ModelSpec | None]:
                 raise InputError(f"{meta_path} names no target or model description; rebuild the artifact")
             target = backends.get_target(meta["target"])
             spec = _spec_from_metadata(meta["onnx_metadata"], str(meta_path))
-            return path / FILE_KINDS_BY_BACKEND[target.backend], path, target, spec
-        models = sorted(p for p in path.iterdir() if p.suffix in FILE_KINDS and p.is_file())
+            return path / backends.files(target.backend).model, path, target, spec
+        models = sorted(p for p in path.iterdir() if backends.backend_of_model_file(p.suffix) and p.is_file())
         if len(models) != 1:
             raise InputError(f"{path} has no {ARTIFACT_META} and {len(models)} model files "
-                             f"({', '.join(FILE_KINDS)}); pass the model file itself")
+                             f"({', '.join(_model_suffixes())}); pass the model file itself")
         path = models[0]
     if not path.is_file():
         raise InputError(f"artifact {path} does not exist")
-    if path.suffix not in FILE_KINDS:
+    backend = backends.backend_of_model_file(path.suffix)
+    if backend is None:
         raise InputError(f"{path}: unknown model file type {path.suffix!r}; expected an artifact directory or "
-                         f"one of {', '.join(FILE_KINDS)}")
-    backend, expected_name, _ = FILE_KINDS[path.suffix]
-    if path.name == expected_name and (path.parent / ARTIFACT_META).is_file():
+                         f"one of {', '.join(_model_suffixes())}")
+    if path.name == backends.files(backend).model and (path.parent / ARTIFACT_META).is_file():
         return _describe(path.parent)
     backends.get(backend)  # a runtime that is not installed fails here, naming the extra
-    _companions(path)
+    _companions(path, backend)
     target = backends.get_target(f"{backend}-{_bare_precision(path, backend)}")
     return path, None, target, None
 
 
-def _companions(model_file: Path) -> dict[Path, str]:
-    """Files the Runner opens besides the model file -> the names it opens them by."""
-    _, _, companions = FILE_KINDS[model_file.suffix]
-    found = {}
-    for key, name in companions.items():
-        companion = model_file.with_suffix(key) if key.startswith(".") else model_file.parent / key
+def _model_suffixes() -> list[str]:
+    """The model file suffixes of every backend's artifact (`.onnx`, `.xml`, ...)."""
+    return [backends.files(name).suffix for name in backends.BACKENDS]
+
+
+def _companions(model_file: Path, backend: str) -> dict[Path, str]:
+    """Files the Runner opens besides the model file -> the names it opens them by: the weights file of the
+    same stem, and the other companions by name."""
+    files = backends.files(backend)
+    wanted = {model_file.with_suffix(Path(files.weights).suffix): files.weights} if files.weights else {}
+    wanted.update({model_file.parent / name: name for name in files.companions})
+    for companion in wanted:
         if not companion.is_file():
             raise InputError(f"{model_file} needs {companion.name} beside it")
-        found[companion] = name
-    return found
+    return wanted
 
 
-def _stage_files(model_file: Path, staging: Path) -> Path:
+def _stage_files(model_file: Path, backend: str, staging: Path) -> Path:
     """The directory to give the Runner: the file's own, or `staging` with links under the expected names."""
-    _, expected_name, _ = FILE_KINDS[model_file.suffix]
-    companions = _companions(model_file)
+    expected_name = backends.files(backend).model
+    companions = _companions(model_file, backend)
     if model_file.name == expected_name:
         return model_file.parent
     (staging / expected_name).symlink_to(model_file.resolve())
@@ -185,7 +176,7 @@ def open_artifact(path: str | Path, cfg, preset: str | None = None) -> LoadedArt
     model_file, artifact_dir, target, spec = _describe(path)
     if not model_file.is_file():
         raise InputError(f"{artifact_dir} names target {target.name}, but {model_file.name} is missing; rebuild it")
-    spec = spec or recorded_spec(model_file)
+    spec = spec or recorded_spec(model_file, target.backend)
     named = preset_spec(preset) if preset else None
     if spec is None and named is None:
         raise InputError(f"{path} records no model description; pass --model, e.g. --model rtmpose-m_coco17_256x192")
@@ -197,11 +188,10 @@ def open_artifact(path: str | Path, cfg, preset: str | None = None) -> LoadedArt
             spec = dataclasses.replace(spec, keypoints=named.keypoints)
         spec = spec.renamed(preset)
     spec = spec or named
-    module = backends.get(target.backend)
     with tempfile.TemporaryDirectory(prefix="infer-") as scratch:
-        runner_dir = artifact_dir or _stage_files(model_file, Path(scratch))
+        runner_dir = artifact_dir or _stage_files(model_file, target.backend, Path(scratch))
         try:
-            runner = module.Runner(runner_dir, target, cfg)
+            runner = backends.open_runner(runner_dir, target, cfg.backends)
         except PipelineError:
             raise
         except Exception as exc:  # the runtimes' own errors on damaged files: one line, not a traceback

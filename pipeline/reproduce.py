@@ -76,11 +76,11 @@ def lock_outputs(lock_file: Path) -> dict[str, tuple[str, str]]:
 def output_rule(stage: str) -> tuple[str, str]:
     """(rule, why) for a stage's outputs; build stages by their target's precision and backend."""
     kind, _, name = stage.partition("@")
-    if kind == "build":
-        target = name.rpartition(".")[2]
-        if target.startswith("tensorrt-"):
+    target = backends.TARGETS.get(name.rpartition(".")[2])
+    if kind == "build" and target is not None:
+        if backends.module(target.backend).BOUND_TO_GPU:
             return "gpu-tuned", "TensorRT engine autotuned on this GPU"
-        if target.endswith("-int8"):
+        if target.precision == "int8":
             return "calibrated", "int8 scales from calibration statistics of this CPU's float kernels"
     return RULES.get(kind, ("identical", "must not depend on the CPU"))
 
@@ -146,7 +146,7 @@ def run_artifact(path: Path, job: dict | None, inputs: np.ndarray, cfg) -> dict[
     if job is None:
         return run_fp32(load_onnx(path / "model.onnx" if path.is_dir() else path), inputs)
     target = backends.get_target(job["target"])
-    return backends.get(target.backend).Runner(path, target, cfg)({"input": inputs})
+    return backends.open_runner(path, target, cfg.backends)({"input": inputs})
 
 
 def compare_outputs(committed: Path, rebuilt: Path, job: dict | None, precision: str, inputs: np.ndarray,

@@ -37,9 +37,12 @@ def demo(tmp_path_factory):
 def _quantize(cfg, path, crops):
     import openvino as ov
 
+    from pipeline.backends.interface import SelfCalibration
     from pipeline.backends.openvino import _quantize_int8, _split_ratio
 
-    quantized = _quantize_int8(ov.convert_model(str(path)), crops, cfg, _split_ratio(path))
+    calibration = SelfCalibration(crops, tuple(cfg.quantize.keep_float), cfg.quantize.openvino_max_drift_px,
+                                  cfg.verify.min_peak_margin)
+    quantized = _quantize_int8(ov.convert_model(str(path)), calibration, _split_ratio(path))
     quantizers = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     return ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), quantizers
 

@@ -16,7 +16,7 @@ pytest.importorskip("pnnx", reason="the ncnn extra (pnnx) is not installed")
 from pipeline.backends import Target  # noqa: E402
 from pipeline.backends import ncnn as ncnn_backend  # noqa: E402
 from pipeline.check.verify import check_execution_precision, compare, torch_reference  # noqa: E402
-from pipeline.config import ExportConfig  # noqa: E402
+from pipeline.config import ExportConfig, NcnnConfig  # noqa: E402
 from pipeline.core.errors import ConfigError, InputError  # noqa: E402
 from pipeline.graph.export import export_onnx  # noqa: E402
 from pipeline.model.presets import preset_spec  # noqa: E402
@@ -25,7 +25,7 @@ from pipeline.model.synthetic import synthetic_state_dict  # noqa: E402
 from pipeline.sources.weights import WeightsInfo  # noqa: E402
 
 VARIANT = "rtmpose-t_coco17_256x192"
-CFG = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2, fp16_keep_float_layers=[])))
+CFG = NcnnConfig(num_threads=2, fp16_keep_float_layers=[])  # the backend's section, `backends.ncnn`
 
 
 def arm_fp16() -> bool:
@@ -190,8 +190,7 @@ def test_build_is_byte_deterministic(model_dir, tmp_path):
 
 
 def test_fp16_keep_float_layers_get_the_feature_mask(model_dir, tmp_path):
-    cfg = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2,
-                                                                        fp16_keep_float_layers=["MatMul"])))
+    cfg = NcnnConfig(num_threads=2, fp16_keep_float_layers=["MatMul"])
     ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "fp16"), cfg, tmp_path)
     layers = [line.split() for line in (tmp_path / "model.ncnn.param").read_text().splitlines()[2:]]
     masked = {fields[0] for fields in layers if "31=3" in fields}
@@ -218,7 +217,6 @@ def test_layer_precisions_follow_options_support_and_masks(monkeypatch):
 
 
 def test_fp16_keep_float_layers_must_match_a_layer(model_dir, tmp_path):
-    cfg = SimpleNamespace(backends=SimpleNamespace(ncnn=SimpleNamespace(num_threads=2,
-                                                                        fp16_keep_float_layers=["ReduceL2"])))
+    cfg = NcnnConfig(num_threads=2, fp16_keep_float_layers=["ReduceL2"])
     with pytest.raises(ConfigError, match="backends.ncnn.fp16_keep_float_layers"):
         ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "fp16"), cfg, tmp_path)

@@ -23,7 +23,6 @@ from pipeline.inputs.golden import DATA_DIR
 from pipeline.model.decode import decode_simcc
 from pipeline.model.keypoints import COCO17, COCO17_SKELETON
 from pipeline.model.preprocess import crop, load_rgb, normalize, to_image_coords
-from pipeline.package.dropin import FILE_KINDS
 from pipeline.run.configure import load_config
 from pipeline.run.steps.build import build
 
@@ -214,17 +213,25 @@ def test_unknown_file_type_is_refused(tmp_path):
         open_artifact(tmp_path / "weights.pt", None)
 
 
-def test_file_kinds_are_the_names_the_runners_open():
-    from pipeline.backends import onnxruntime, openvino
+def test_a_bare_model_file_is_staged_under_its_backends_file_names(tmp_path):
+    """A bare ncnn file under another name: the weights of its stem and io.json are linked under the names its
+    Runner opens (the backend's FILES), io.json says the precision, and a missing companion is named."""
+    from pipeline.infer import _bare_precision, _stage_files
 
-    assert FILE_KINDS[".onnx"][1] == onnxruntime.MODEL_FILE
-    assert FILE_KINDS[".xml"][1] == openvino.MODEL_FILE
-    ncnn = pytest.importorskip("pipeline.backends.ncnn")
-    assert (FILE_KINDS[".param"][1], FILE_KINDS[".param"][2][".bin"]) == (ncnn.PARAM_FILE, ncnn.BIN_FILE)
-    assert FILE_KINDS[".param"][2]["io.json"] == ncnn.IO_FILE
-    tensorrt = pytest.importorskip("pipeline.backends.tensorrt")
-    assert FILE_KINDS[".engine"][1] == tensorrt.ENGINE_FILE
-    assert FILE_KINDS[".engine"][2]["engine.json"] == tensorrt.INFO_FILE
+    bare, staging = tmp_path / "bare", tmp_path / "staging"
+    bare.mkdir()
+    staging.mkdir()
+    (bare / "pose.param").write_text("param")
+    (bare / "pose.bin").write_text("bin")
+    (bare / "io.json").write_text(json.dumps({"weights": "fp16"}))
+    assert _stage_files(bare / "pose.param", "ncnn", staging) == staging
+    linked = {"model.ncnn.param": "pose.param", "model.ncnn.bin": "pose.bin", "io.json": "io.json"}
+    assert {p.name: p.resolve() for p in staging.iterdir()} == {k: (bare / v).resolve() for k, v in linked.items()}
+    assert _bare_precision(bare / "pose.param", "ncnn") == "fp16"
+    assert _bare_precision(bare / "pose.onnx", "onnxruntime") == "fp32"  # nothing beside an ONNX records it
+    (bare / "io.json").unlink()
+    with pytest.raises(InputError, match="needs io.json beside it"):
+        _stage_files(bare / "pose.param", "ncnn", staging)
 
 
 def test_draw_pose_draws_limbs_only_between_confident_points():

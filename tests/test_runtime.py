@@ -32,7 +32,7 @@ def ov_dir(t_onnx, tmp_path_factory) -> Path:
 def reference(ort_dir, t_cfg, golden):
     from pipeline.backends import onnxruntime as backend
 
-    return backend.Runner(ort_dir, ORT, t_cfg, {})({"input": golden})
+    return backend.Runner(ort_dir, ORT, t_cfg.backends.onnxruntime, {})({"input": golden})
 
 
 ORT_SETTINGS = [
@@ -47,7 +47,7 @@ ORT_SETTINGS = [
 def test_onnxruntime_settings_compute_the_same_outputs_in_order(runtime, mode, ort_dir, t_cfg, golden, reference):
     from pipeline.backends import onnxruntime as backend
 
-    runner = backend.Runner(ort_dir, ORT, t_cfg, runtime, mode)
+    runner = backend.Runner(ort_dir, ORT, t_cfg.backends.onnxruntime, runtime, mode)
     assert runner.settings["runtime"] == runtime and runner.settings["mode"] == mode
     assert runner.settings["static_batch"] == runtime.get("static_batch")
     assert len(runner.sessions) == (runtime.get("sessions", 1) if mode == "throughput" else 1)
@@ -66,7 +66,7 @@ OV_SETTINGS = [
 def test_openvino_settings_compute_the_same_outputs_in_order(runtime, mode, ov_dir, t_cfg, golden, reference):
     from pipeline.backends import openvino as backend
 
-    runner = backend.Runner(ov_dir, OV, t_cfg, runtime, mode)
+    runner = backend.Runner(ov_dir, OV, t_cfg.backends.openvino, runtime, mode)
     assert runner.settings["runtime"] == runtime
     assert runner.settings["static_batch"] == runtime.get("static_batch")
     assert runner.settings["performance_hint"] == runtime.get("performance_hint", "LATENCY")  # LATENCY: the default
@@ -83,9 +83,9 @@ def test_openvino_settings_compute_the_same_outputs_in_order(runtime, mode, ov_d
 def test_a_static_batch_is_fixed_in_the_compiled_model(ov_dir, ort_dir, t_cfg):
     from pipeline.backends import onnxruntime, openvino
 
-    assert openvino.Runner(ov_dir, OV, t_cfg, {"static_batch": 1}).inputs["input"] == [1, 3, 256, 192]
-    assert openvino.Runner(ov_dir, OV, t_cfg, {}).inputs["input"][0] == -1
-    session = onnxruntime.Runner(ort_dir, ORT, t_cfg, {"static_batch": 1}).session
+    assert openvino.Runner(ov_dir, OV, t_cfg.backends.openvino, {"static_batch": 1}).inputs["input"] == [1, 3, 256, 192]
+    assert openvino.Runner(ov_dir, OV, t_cfg.backends.openvino, {}).inputs["input"][0] == -1
+    session = onnxruntime.Runner(ort_dir, ORT, t_cfg.backends.onnxruntime, {"static_batch": 1}).session
     assert session.get_inputs()[0].shape == [1, 3, 256, 192]
 
 
@@ -98,16 +98,16 @@ def test_runner_reads_the_recorded_settings(ort_dir, t_cfg, tmp_path):
                 "throughput": {"intra_op_num_threads": 1, "sessions": 2, "static_batch": 1}}
     (folder / "artifact.json").write_text(json.dumps({"runtime": recorded}))
     assert recorded_runtime(folder, "latency") == recorded["latency"]
-    assert backend.Runner(folder, ORT, t_cfg).settings["runtime"] == recorded["latency"]
-    assert len(backend.Runner(folder, ORT, t_cfg, mode="throughput").sessions) == 2
+    assert backend.Runner(folder, ORT, t_cfg.backends.onnxruntime).settings["runtime"] == recorded["latency"]
+    assert len(backend.Runner(folder, ORT, t_cfg.backends.onnxruntime, mode="throughput").sessions) == 2
 
 
 def test_without_recorded_settings_the_backend_config_applies(ort_dir, t_cfg):
     from pipeline.backends import onnxruntime as backend
 
     assert recorded_runtime(ort_dir, "latency") is None
-    settings = backend.Runner(ort_dir, ORT, t_cfg).settings
-    assert settings["runtime"] == backend.default_runtime(t_cfg)
+    settings = backend.Runner(ort_dir, ORT, t_cfg.backends.onnxruntime).settings
+    assert settings["runtime"] == backend.default_runtime(t_cfg.backends.onnxruntime)
     assert settings["intra_op_num_threads"] == t_cfg.backends.onnxruntime.num_threads
 
 
@@ -119,14 +119,14 @@ def test_an_unknown_setting_is_a_config_error_naming_it(backend_name, runtime, o
     folder = {"onnxruntime": ort_dir, "openvino": ov_dir, "ncnn": ort_dir}[backend_name]
     target = get_target(f"{backend_name}-fp32")
     with pytest.raises(ConfigError, match=next(iter(runtime))):
-        backends.get(backend_name).Runner(folder, target, t_cfg, runtime)
+        backends.open_runner(folder, target, t_cfg.backends, runtime)
 
 
 def test_an_unknown_mode_is_a_config_error(ort_dir, t_cfg):
     from pipeline.backends import onnxruntime as backend
 
     with pytest.raises(ConfigError, match="batch-1"):
-        backend.Runner(ort_dir, ORT, t_cfg, {}, "batch-1")
+        backend.Runner(ort_dir, ORT, t_cfg.backends.onnxruntime, {}, "batch-1")
 
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
@@ -140,6 +140,6 @@ def test_a_static_batch_runs_any_count_of_images_in_padded_chunks(backend_name, 
     inputs = np.concatenate([golden, golden[:1]])  # 3 images: one full chunk, one padded
     expected = {name: np.concatenate([value, value[:1]]) for name, value in reference.items()}
     for mode in ("latency", "throughput"):
-        runner = backends.get(backend_name).Runner(folder, target, t_cfg, {"static_batch": 2}, mode)
+        runner = backends.open_runner(folder, target, t_cfg.backends, {"static_batch": 2}, mode)
         assert runner.fixed_batch == 2
         assert max_abs_diff(runner({"input": inputs}), expected) < 1e-3

@@ -89,7 +89,7 @@ def test_the_built_artifact_is_portable_and_its_runner_uses_the_tuned_settings(t
     assert json.loads((artifact / "artifact.json").read_text())["runtime"] == {}  # no measurement in the build
     assert "runtime" not in json.loads((artifact / "detail.json").read_text())["backend_config"]
     target = backends.get_target("onnxruntime-fp32")
-    runner = backends.get("onnxruntime").Runner(artifact, target, cfg)
+    runner = backends.open_runner(artifact, target, cfg.backends)
     assert runner.settings["runtime"] == record["chosen"]["latency"]  # read from the tune record beside it
 
 
@@ -107,7 +107,7 @@ def test_the_release_records_the_tuned_settings(tuned):
         assert backend["model_inputs"] == [{"opt_shapes": {"input": [1, 3, 256, 192]}}]
     manifest = json.loads((shipped.parent / "manifest.json").read_text())
     assert manifest["targets"]["onnxruntime-fp32"]["runtime_settings"] == record["chosen"]
-    runner = backends.get("onnxruntime").Runner(shipped, backends.get_target("onnxruntime-fp32"), cfg)
+    runner = backends.open_runner(shipped, backends.get_target("onnxruntime-fp32"), cfg.backends)
     assert runner.settings["runtime"] == record["chosen"]["latency"]  # no tune record beside it: artifact.json
 
 
@@ -123,5 +123,5 @@ def test_tune_disabled_records_nothing(tmp_path):
     from pipeline.measure.tune import tune
 
     cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", "tune.enabled=false"])
-    record = tune(Path("unused.onnx"), "openvino-fp32", cfg, (256, 192))
+    record = tune(Path("unbuilt"), "openvino-fp32", cfg.tune, cfg.backends, (256, 192))
     assert record["chosen"] == {} and record["method"]["note"] == "tune.enabled is false"

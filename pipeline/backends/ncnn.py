@@ -27,7 +27,9 @@ ScaleNorm's ReduceL2 becomes ncnn's generic `Reduction`, which has no fp16 path 
 already casts its input back to fp32 there. Masks are honoured in the per-layer count.
 
 Runtime settings (pipeline/backends/runtime.py): `num_threads` (ncnn's `opt.num_threads`). ncnn has no
-streams or asynchronous requests, so throughput mode runs the same loop over the images.
+streams or asynchronous requests, so throughput mode runs the same loop over the images. Tuned
+(`runtime_grid`): latency {threads}; throughput every core. Settings: `backends.ncnn` (NcnnConfig).
+No peer: ncnn runs no ONNX file, so a user without this pipeline would have none.
 """
 
 from __future__ import annotations
@@ -44,24 +46,33 @@ import numpy as np
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
+from pipeline.backends.interface import ArtifactFormat, Peer, SelfCalibration
 from pipeline.backends.runtime import check_mode, resolve_runtime
+from pipeline.config import NcnnConfig
 from pipeline.core.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.core.io import write_json
+from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES
 
 PRECISIONS = BACKENDS["ncnn"].precisions
+SETTINGS = NcnnConfig
+TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
+PARAM_FILE = "model.ncnn.param"
+BIN_FILE = "model.ncnn.bin"
+IO_FILE = "io.json"
+# io.json also records the precision of the weights; pnnx converts for one image [1,3,H,W].
+FILES = ArtifactFormat(PARAM_FILE, weights=BIN_FILE, companions=(IO_FILE,), precision_record=(IO_FILE, "weights"),
+                       one_image=True)
+INT8_FROM_QDQ = False  # no int8 target (PRECISIONS)
+BOUND_TO_GPU = False
+FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
+RUNTIME_KEYS = ("num_threads",)
+FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
+KEEP_FLOAT_MASK = 0b11
 
 
 def unavailable_reason(target: Target) -> str:
     """'' : every ncnn target runs on any x86 CPU."""
     return ""
-TOOLS = ("ncnn", "pnnx")  # distributions that make and run the artifact, for its recorded tool versions
-PARAM_FILE = "model.ncnn.param"
-BIN_FILE = "model.ncnn.bin"
-IO_FILE = "io.json"
-FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
-RUNTIME_KEYS = ("num_threads",)
-FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
-KEEP_FLOAT_MASK = 0b11
 
 
 def _onnx_io(onnx_path: Path) -> tuple[str, list[int], list[tuple[str, list[int]]]]:
@@ -120,7 +131,8 @@ def _load_net(param: Path, weights: Path, precision: str, num_threads: int):
     return net
 
 
-def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+def build(onnx_path: Path, target: Target, settings: NcnnConfig, out_dir: Path,
+          calibration: SelfCalibration | None = None) -> Path:
     """ONNX -> ncnn param/bin with pnnx (in a scratch directory), plus io.json. `calibration` is unused."""
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: ncnn cannot build precision {target.precision!r}; choose one of "
@@ -136,7 +148,7 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         shutil.copyfile(work_dir / BIN_FILE, out_dir / BIN_FILE)
 
     if target.precision == "fp16":
-        keep_layers_float(out_dir / PARAM_FILE, list(cfg.backends.ncnn.fp16_keep_float_layers))
+        keep_layers_float(out_dir / PARAM_FILE, list(settings.fp16_keep_float_layers))
     found = fp16_weight_blobs(out_dir / BIN_FILE)
     if (found > 0) != (target.precision == "fp16"):
         raise PipelineError(f"pnnx wrote {found} fp16 weight blobs for {target.name}; its fp16 option was not applied")
@@ -236,19 +248,40 @@ def fp16_weight_blobs(weights: Path) -> int:
     return int(np.count_nonzero(words == FP16_WEIGHT_TAG))
 
 
-def default_runtime(cfg, mode: str = "latency") -> dict:
+def default_runtime(settings: NcnnConfig, mode: str = "latency") -> dict:
     """The settings of an artifact that records none: `backends.ncnn.num_threads`."""
     check_mode(mode)
-    return {"num_threads": cfg.backends.ncnn.num_threads}
+    return {"num_threads": settings.num_threads}
+
+
+def runtime_grid(mode: str, threads: list[int], static_batches: list[int]) -> list[dict]:
+    """The settings `tune` tries, plainest first (module docstring); the batch is always one image."""
+    return [{"num_threads": t} for t in (threads if mode == "latency" else [max(threads)])]
+
+
+def peers(export_onnx: Path, calibration: np.ndarray | None, out_dir: Path, static_shape: bool) -> list[Peer]:
+    """None (module docstring)."""
+    return []
+
+
+def recorded_metadata(model_file: Path) -> dict[str, str]:
+    """Nothing: a .param file records no metadata (the artifact's artifact.json does)."""
+    return {}
+
+
+def sdk_tensor_names(artifact_dir: Path) -> tuple[str, dict[str, str]]:
+    """pnnx renames the blobs (`in0`, `out0`, ...); io.json records which is which."""
+    io = json.loads((Path(artifact_dir) / IO_FILE).read_text(encoding="utf-8"))
+    return io["inputs"][INPUT_NAME]["blob"], {name: io["outputs"][name]["blob"] for name in OUTPUT_NAMES}
 
 
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+    def __init__(self, artifact_dir: Path, target: Target, settings: NcnnConfig, runtime: Mapping | None = None,
                  mode: str = "latency") -> None:
         if target.precision not in PRECISIONS:
             raise ConfigError(f"targets: ncnn cannot run precision {target.precision!r}")
-        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "ncnn")
-        num_threads = int(runtime.get("num_threads", cfg.backends.ncnn.num_threads))
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(settings, mode), RUNTIME_KEYS, "ncnn")
+        num_threads = int(runtime.get("num_threads", settings.num_threads))
         if num_threads < 1:
             raise ConfigError(f"ncnn num_threads={num_threads}; set it to 1 or more")
         self.runtime = dict(runtime)

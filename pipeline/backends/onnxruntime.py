@@ -7,6 +7,9 @@ Artifact: `model.onnx`. Precisions:
   re-expressed exactly as uint8 (zero point 128), the form onnxruntime's x86 int8 kernels are fast at.
 Runtime: `onnxruntime.InferenceSession`, CPU execution provider (tested with 1.32). The precision is
 read from the artifact, not assumed: `execution_precision` counts its initializers by element type.
+Settings: `backends.onnxruntime` (OnnxRuntimeConfig). Peer: the plain export in
+`onnxruntime.InferenceSession(path)` with default SessionOptions (onnxruntime then uses one intra-op
+thread per physical core and every graph optimization).
 
 Runtime settings (pipeline/backends/runtime.py; a missing key leaves onnxruntime's own default, so `{}` is a
 plain `InferenceSession(path)`):
@@ -19,6 +22,8 @@ plain `InferenceSession(path)`):
   in chunks of `static_batch` images, a short last chunk padded (pipeline/core/onnx_io.py `run_in_chunks`);
 - `sessions`: throughput mode only: this many sessions, each fed its share of the images from its
   own thread (onnxruntime releases the GIL while it runs).
+Tuned (`runtime_grid`): latency {threads} x {dynamic, static batch}; throughput one session with every
+thread on the whole batch, or one single-thread static session per core.
 """
 
 from __future__ import annotations
@@ -33,19 +38,20 @@ import onnx
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
+from pipeline.backends.interface import ArtifactFormat, Peer, SelfCalibration
 from pipeline.backends.runtime import check_mode, resolve_runtime
+from pipeline.config import OnnxRuntimeConfig
 from pipeline.core.errors import ConfigError, RuntimeMissingError
-from pipeline.core.onnx_io import run_in_chunks
+from pipeline.core.onnx_io import INPUT_NAME, get_metadata, load_onnx, run_in_chunks
 from pipeline.graph.fp16 import convert_fp16
 from pipeline.graph.quantize import activations_to_uint8, float_nodes
 
 PRECISIONS = BACKENDS["onnxruntime"].precisions
-
-
-def unavailable_reason(target: Target) -> str:
-    """'' : every onnxruntime target runs on any x86 CPU."""
-    return ""
+SETTINGS = OnnxRuntimeConfig
 MODEL_FILE = "model.onnx"
+FILES = ArtifactFormat(MODEL_FILE)
+INT8_FROM_QDQ = True  # the Q/DQ graph, its activations re-expressed as uint8
+BOUND_TO_GPU = False
 RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "allow_spinning",
                 "static_batch", "sessions")
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -54,15 +60,21 @@ _TYPE_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
                onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8"}
 
 
-def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+def unavailable_reason(target: Target) -> str:
+    """'' : every onnxruntime target runs on any x86 CPU."""
+    return ""
+
+
+def build(onnx_path: Path, target: Target, settings: OnnxRuntimeConfig, out_dir: Path,
+          calibration: SelfCalibration | None = None) -> Path:
+    """The artifact's model.onnx from the simplified (fp32, fp16) or Q/DQ (int8) ONNX; `calibration` is unused."""
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: onnxruntime cannot build precision {target.precision!r}")
     out = out_dir / MODEL_FILE
     if target.precision == "fp16":
         model = onnx.load(str(onnx_path))
-        options = cfg.backends.onnxruntime
-        converted = convert_fp16(model, list(options.fp16_keep_float_ops),
-                                 float_nodes(model, list(options.fp16_keep_float_nodes)))
+        converted = convert_fp16(model, list(settings.fp16_keep_float_ops),
+                                 float_nodes(model, list(settings.fp16_keep_float_nodes)))
         onnx.save_model(converted, str(out))
         return out
     if target.precision == "int8":
@@ -85,10 +97,42 @@ def graph_precisions(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def default_runtime(cfg, mode: str = "latency") -> dict:
+def default_runtime(settings: OnnxRuntimeConfig, mode: str = "latency") -> dict:
     """The settings of an artifact that records none: `backends.onnxruntime`, one session."""
     check_mode(mode)
-    return {"intra_op_num_threads": cfg.backends.onnxruntime.num_threads, "inter_op_num_threads": 1}
+    return {"intra_op_num_threads": settings.num_threads, "inter_op_num_threads": 1}
+
+
+def runtime_grid(mode: str, threads: list[int], static_batches: list[int]) -> list[dict]:
+    """The settings `tune` tries, plainest first (module docstring)."""
+    if mode == "latency":
+        return [{"intra_op_num_threads": t, "inter_op_num_threads": 1, "static_batch": s}
+                for s in static_batches for t in threads]
+    cores = max(threads)
+    grid = [{"intra_op_num_threads": cores, "inter_op_num_threads": 1, "sessions": 1}]
+    if cores > 1:
+        grid.append({"intra_op_num_threads": 1, "inter_op_num_threads": 1, "sessions": cores, "static_batch": 1})
+    return grid
+
+
+def peers(export_onnx: Path, calibration: np.ndarray | None, out_dir: Path, static_shape: bool) -> list[Peer]:
+    """The plain export in a default InferenceSession (module docstring), for every batch: one session fed
+    the whole batch is what a user who wants throughput gets. `calibration` and `static_shape` are unused."""
+    folder = out_dir / "peer-onnxruntime"
+    folder.mkdir(parents=True)
+    shutil.copyfile(export_onnx, folder / MODEL_FILE)
+    return [Peer("peer-onnxruntime", "onnxruntime-fp32", folder, {}, {},
+                 "plain export in onnxruntime, default SessionOptions")]
+
+
+def recorded_metadata(model_file: Path) -> dict[str, str]:
+    """The ONNX's metadata_props (the export records the model description there)."""
+    return get_metadata(load_onnx(model_file))
+
+
+def sdk_tensor_names(artifact_dir: Path) -> tuple[str, dict[str, str]]:
+    """The ONNX's own tensor names: MMDeploy's SDK needs no input or output map."""
+    return INPUT_NAME, {}
 
 
 def session_options(runtime: Mapping, batch_dim: str | None):
@@ -121,11 +165,12 @@ def batch_dim_param(path: Path) -> str | None:
 class Runner:
     """A session (latency) or several sessions fed in parallel (throughput) for one artifact."""
 
-    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+    def __init__(self, artifact_dir: Path, target: Target, settings: OnnxRuntimeConfig, runtime: Mapping | None = None,
                  mode: str = "latency") -> None:
         import onnxruntime as ort
 
-        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "onnxruntime")
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(settings, mode), RUNTIME_KEYS,
+                                  "onnxruntime")
         path = Path(artifact_dir) / MODEL_FILE
         batch_dim = batch_dim_param(path)
         options = session_options(runtime, batch_dim)

@@ -11,6 +11,19 @@ Artifact: `model.xml` + `model.bin` (IR from `openvino.convert_model` + `save_mo
 Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO computes in bf16 unless
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
 really executes, read from its runtime graph; verification checks them against the target.
+Settings: `backends.openvino` (OpenVINOConfig); openvino-int8 is also given a `SelfCalibration` (the
+calibration set, `quantize.keep_float`, `quantize.openvino_max_drift_px`, `verify.min_peak_margin`).
+
+Peers (`peers`), saved as IR with float32 weights (which compiles to the same model as compiling the ONNX
+file or the quantized model in memory) and compiled with no properties:
+- `peer-openvino`: `openvino.convert_model(path)` of the plain export: OpenVINO's default precision for the
+  CPU (bf16 where it has AVX512_BF16 or AMX, else f32) and its default LATENCY hint;
+- `peer-openvino-nncf-int8`: `nncf.quantize(model, nncf.Dataset(calibration))` with every default
+  (NNCF 3.x: preset PERFORMANCE, 300-sample subset, fast bias correction), on the int8 targets' calibration set.
+With `static_shape` (benchmark.peer_static_shape, on by default) they are reshaped to a static [1,3,H,W]
+before compiling, as OpenVINO's documentation advises for a model served one image at a time; a user who
+keeps the dynamic batch gets a slower model, so the baseline is the stronger form. For throughput a user
+is told to use the THROUGHPUT hint.
 
 Runtime settings (pipeline/backends/runtime.py; a missing key leaves OpenVINO's default, so `{}` with
 `inference_precision_hint: null` is a plain `compile_model(path, "CPU")`):
@@ -21,6 +34,8 @@ Runtime settings (pipeline/backends/runtime.py; a missing key leaves OpenVINO's 
 - `inference_precision_hint`: absent: the target's (above); null: OpenVINO's default for the CPU;
 - `requests`: throughput mode only: `AsyncInferQueue` size (0: the compiled model's
   OPTIMAL_NUMBER_OF_INFER_REQUESTS).
+Tuned (`runtime_grid`): latency: LATENCY hint, one stream, {threads} x {dynamic, static batch};
+throughput: the THROUGHPUT hint (OpenVINO picks streams) with static or dynamic batch.
 """
 
 from __future__ import annotations
@@ -34,12 +49,23 @@ import numpy as np
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
+from pipeline.backends.interface import ArtifactFormat, Peer, SelfCalibration
 from pipeline.backends.runtime import check_mode, resolve_runtime
-from pipeline.core.errors import ConfigError, RuntimeMissingError
-from pipeline.core.onnx_io import get_metadata, run_in_chunks
+from pipeline.config import OpenVINOConfig
+from pipeline.core.errors import ConfigError, InputError, RuntimeMissingError
+from pipeline.core.onnx_io import INPUT_NAME, get_metadata, run_in_chunks
 from pipeline.model.decode import SIMCC_SPLIT_RATIO, confident_keypoints, simcc_argmax
 
 PRECISIONS = BACKENDS["openvino"].precisions
+SETTINGS = OpenVINOConfig
+MODEL_FILE = "model.xml"
+FILES = ArtifactFormat(MODEL_FILE, weights="model.bin")
+INT8_FROM_QDQ = False  # NNCF quantizes the float IR itself, from the calibration set
+BOUND_TO_GPU = False
+METADATA_KEY = "framework"  # convert_model keeps the ONNX's metadata_props under rt_info["framework"]
+RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
+                "inference_precision_hint", "requests")
+_RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
 def unavailable_reason(target: Target) -> str:
@@ -49,10 +75,6 @@ def unavailable_reason(target: Target) -> str:
     if "BF16" not in cpu_capabilities():
         return "openvino-bf16 needs a CPU with bf16 support (AVX512_BF16 or AMX); this one has none"
     return ""
-MODEL_FILE = "model.xml"
-RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
-                "inference_precision_hint", "requests")
-_RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 
 
 def cpu_capabilities(device: str = "CPU") -> list[str]:
@@ -100,26 +122,25 @@ def _keypoint_drift_metric(float_model, calibration: np.ndarray, min_peak_margin
     return items, validation_fn
 
 
-def _quantize_int8(model, calibration: np.ndarray, cfg, split_ratio: float):
+def _quantize_int8(model, calibration: SelfCalibration | None, split_ratio: float):
     """NNCF post-training quantization; with `quantize.openvino_max_drift_px` set, NNCF's accuracy
     control then returns the layers that move keypoints most to float until the drift is within budget."""
     import nncf
 
-    if calibration is None or len(calibration) == 0:
+    if calibration is None or len(calibration.inputs) == 0:
         raise ConfigError("openvino-int8 needs calibration data (calibration stage); none was given")
-    prefixes = list(cfg.quantize.keep_float)
+    inputs, prefixes, budget = calibration.inputs, list(calibration.keep_float), calibration.max_drift_px
     ignored = nncf.IgnoredScope(patterns=[f"{p}.*" for p in prefixes], validate=False) if prefixes else None
-    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    budget = cfg.quantize.openvino_max_drift_px
+    dataset = nncf.Dataset([inputs[i:i + 1] for i in range(len(inputs))])
     if budget is None:
-        return nncf.quantize(model, dataset, subset_size=len(calibration),
+        return nncf.quantize(model, dataset, subset_size=len(inputs),
                              ignored_scope=ignored or nncf.IgnoredScope(), preset=nncf.QuantizationPreset.PERFORMANCE)
     if budget <= 0:
         raise ConfigError(f"quantize.openvino_max_drift_px={budget}; set a drift budget in pixels > 0, or null")
-    items, validation_fn = _keypoint_drift_metric(model, calibration, cfg.verify.min_peak_margin, split_ratio)
+    items, validation_fn = _keypoint_drift_metric(model, inputs, calibration.min_peak_margin, split_ratio)
     return nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(items), validation_fn, max_drop=budget, drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(calibration), ignored_scope=ignored or nncf.IgnoredScope(),
+        subset_size=len(inputs), ignored_scope=ignored or nncf.IgnoredScope(),
         preset=nncf.QuantizationPreset.PERFORMANCE)
 
 
@@ -132,16 +153,18 @@ def _split_ratio(onnx_path: Path) -> float:
     return float(metadata.get("simcc_split_ratio", SIMCC_SPLIT_RATIO))
 
 
-def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+def build(onnx_path: Path, target: Target, settings: OpenVINOConfig, out_dir: Path,
+          calibration: SelfCalibration | None = None) -> Path:
+    """The IR (model.xml + model.bin) of the simplified ONNX; int8 quantized by NNCF from `calibration`."""
     import openvino as ov
 
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: openvino cannot build precision {target.precision!r}")
     if target.precision == "bf16":
-        _require_bf16(cfg.backends.openvino.device)
+        _require_bf16(settings.device)
     model = ov.convert_model(str(onnx_path))
     if target.precision == "int8":
-        model = _quantize_int8(model, calibration, cfg, _split_ratio(onnx_path))
+        model = _quantize_int8(model, calibration, _split_ratio(onnx_path))
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=target.precision == "fp16")
     return out_dir / MODEL_FILE
 
@@ -167,10 +190,70 @@ def precision_hint(precision: str, device: str, int8_float_part: str = "auto") -
     return "f32"
 
 
-def default_runtime(cfg, mode: str = "latency") -> dict:
+def default_runtime(settings: OpenVINOConfig, mode: str = "latency") -> dict:
     """The settings of an artifact that records none: `backends.openvino` threads, one stream."""
     check_mode(mode)
-    return {"inference_num_threads": cfg.backends.openvino.num_threads, "num_streams": 1}
+    return {"inference_num_threads": settings.num_threads, "num_streams": 1}
+
+
+def runtime_grid(mode: str, threads: list[int], static_batches: list[int]) -> list[dict]:
+    """The settings `tune` tries, plainest first (module docstring)."""
+    if mode == "latency":
+        return [{"performance_hint": "LATENCY", "num_streams": 1, "inference_num_threads": t, "static_batch": s}
+                for s in static_batches for t in threads]
+    return [{"performance_hint": "THROUGHPUT", "static_batch": s} for s in static_batches]
+
+
+def peers(export_onnx: Path, calibration: np.ndarray | None, out_dir: Path, static_shape: bool) -> list[Peer]:
+    """`peer-openvino` and, given the int8 targets' calibration set, `peer-openvino-nncf-int8` (module
+    docstring), their IR written under `out_dir`."""
+    import openvino as ov
+
+    static = {"static_batch": 1} if static_shape else {}
+    shape_note = "static [1,3,H,W]" if static_shape else "dynamic batch"
+    latency = {"inference_precision_hint": None, **static}
+    throughput = {"inference_precision_hint": None, "performance_hint": "THROUGHPUT", **static}
+    models = [("peer-openvino", "openvino-fp32", ov.convert_model(str(export_onnx)),
+               f"plain export in OpenVINO, default precision and hint, {shape_note}")]
+    if calibration is not None and len(calibration):
+        import nncf
+
+        dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+        models.append(("peer-openvino-nncf-int8", "openvino-int8", nncf.quantize(ov.convert_model(str(export_onnx)),
+                                                                                 dataset),
+                       f"plain export, nncf.quantize defaults on the same calibration set, OpenVINO defaults, "
+                       f"{shape_note}"))
+    found = []
+    for name, target, model, description in models:
+        folder = out_dir / name
+        folder.mkdir(parents=True)
+        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=False)
+        found.append(Peer(name, target, folder, dict(latency), dict(throughput), description))
+    return found
+
+
+def recorded_metadata(model_file: Path) -> dict[str, str]:
+    """The ONNX metadata_props an IR kept from its ONNX (`convert_model` puts them in rt_info["framework"])."""
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(model_file))
+    except RuntimeError as exc:
+        reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise InputError(f"{model_file} is not a readable OpenVINO IR: {reason}") from None
+    recorded = model.get_rt_info([METADATA_KEY]).astype(dict) if model.has_rt_info([METADATA_KEY]) else {}
+    props: dict[str, str] = {}
+    for name, value in recorded.items():
+        try:
+            props[name] = value.astype(str)
+        except (RuntimeError, TypeError):  # another converter's non-text entry: not ours
+            continue
+    return props
+
+
+def sdk_tensor_names(artifact_dir: Path) -> tuple[str, dict[str, str]]:
+    """The ONNX's own tensor names: MMDeploy's SDK needs no input or output map."""
+    return INPUT_NAME, {}
 
 
 def compile_properties(runtime: Mapping, hint: str | None) -> dict[str, object]:
@@ -193,17 +276,17 @@ def compile_properties(runtime: Mapping, hint: str | None) -> dict[str, object]:
 class Runner:
     """A compiled model with one infer request (latency) or an AsyncInferQueue (throughput)."""
 
-    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime: Mapping | None = None,
+    def __init__(self, artifact_dir: Path, target: Target, settings: OpenVINOConfig, runtime: Mapping | None = None,
                  mode: str = "latency") -> None:
         import openvino as ov
 
-        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(cfg, mode), RUNTIME_KEYS, "openvino")
-        options = cfg.backends.openvino
+        runtime = resolve_runtime(artifact_dir, mode, runtime, default_runtime(settings, mode), RUNTIME_KEYS,
+                                  "openvino")
         if "inference_precision_hint" in runtime:
             hint = runtime["inference_precision_hint"]
         else:
-            hint = options.inference_precision_hint or precision_hint(target.precision, options.device,
-                                                                      options.int8_float_part)
+            hint = settings.inference_precision_hint or precision_hint(target.precision, settings.device,
+                                                                       settings.int8_float_part)
         if hint is not None and hint not in _RUNTIME_NAMES:
             raise ConfigError(f"backends.openvino.inference_precision_hint={hint!r}; choose f32, f16 or bf16, "
                               "or leave it empty to follow the target")
@@ -213,7 +296,7 @@ class Runner:
         if runtime.get("static_batch"):
             model.reshape({port.any_name: [int(runtime["static_batch"]), *list(port.get_partial_shape())[1:]]
                            for port in model.inputs})
-        self.compiled = core.compile_model(model, options.device, compile_properties(runtime, hint))
+        self.compiled = core.compile_model(model, settings.device, compile_properties(runtime, hint))
         self.request = self.compiled.create_infer_request()
         self.queue = None
         if mode == "throughput":
@@ -231,7 +314,7 @@ class Runner:
                                    if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16)
         self.runtime = dict(runtime)
         self.settings = {
-            "device": options.device,
+            "device": settings.device,
             "mode": mode,
             "runtime": dict(runtime),
             "inference_precision_hint": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),

@@ -12,6 +12,9 @@ graph (pipeline/graph/quantize.py) for int8. Optimization profile: min/opt/max b
 built with `ProfilingVerbosity.DETAILED`, so that the engine inspector reports each layer's output
 type, from which the runner counts the precision the engine executes (`layer_precisions`).
 
+Settings: `backends.tensorrt` (TensorRTConfig). No runtime settings to tune (the engine fixes its tactics
+at build time) and no peer (a user without this pipeline would start from onnxruntime's or OpenVINO's).
+
 TensorRT installs only from NVIDIA's package index, which the development machines here cannot
 reach, so this module has not been run here: the plan leaves TensorRT jobs out on hosts without
 an NVIDIA GPU, and CI's GPU workflow is where it runs.
@@ -28,6 +31,8 @@ import onnx
 
 from pipeline.backends import BACKENDS, Target
 from pipeline.backends.common import check_feeds
+from pipeline.backends.interface import ArtifactFormat, Peer, SelfCalibration
+from pipeline.config import TensorRTConfig
 from pipeline.core.errors import ConfigError, InputError, RuntimeMissingError
 from pipeline.core.hardware import gpu_fingerprint, nvidia_gpu_present
 from pipeline.core.onnx_io import INPUT_NAME, run_in_chunks
@@ -35,6 +40,12 @@ from pipeline.graph.fp16 import convert_fp16
 from pipeline.graph.quantize import float_nodes
 
 PRECISIONS = BACKENDS["tensorrt"].precisions
+SETTINGS = TensorRTConfig
+ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
+# The runner reads engine.json too (fingerprint, profile), which also records the precision built for.
+FILES = ArtifactFormat(ENGINE_FILE, companions=(INFO_FILE,), precision_record=(INFO_FILE, "precision"))
+INT8_FROM_QDQ = True  # strongly typed: the precision comes from the Q/DQ graph
+BOUND_TO_GPU = True  # an engine runs only on the GPU, driver and TensorRT it was built with
 
 
 def unavailable_reason(target: Target) -> str:
@@ -42,14 +53,13 @@ def unavailable_reason(target: Target) -> str:
     if not nvidia_gpu_present():
         return "TensorRT needs an NVIDIA GPU and this host has none (nvidia-smi lists no GPU)"
     return ""
-ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
 
 
-def _graph_for(onnx_path: Path, target: Target, cfg) -> bytes:
+def _graph_for(onnx_path: Path, target: Target, settings: TensorRTConfig) -> bytes:
     model = onnx.load(str(onnx_path))
     if target.precision == "fp16":
-        options = cfg.backends.tensorrt
-        model = convert_fp16(model, list(options.fp16_keep_float_ops), float_nodes(model, list(options.fp16_keep_float_nodes)))
+        model = convert_fp16(model, list(settings.fp16_keep_float_ops),
+                             float_nodes(model, list(settings.fp16_keep_float_nodes)))
     elif not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
         raise ConfigError(f"{target.name} needs the Q/DQ model from the quantize stage, got {onnx_path}")
     return model.SerializeToString()
@@ -62,15 +72,16 @@ def _input_shape(model_bytes: bytes) -> tuple[int | None, int, int]:
     return batch, int(dims[2].dim_value), int(dims[3].dim_value)
 
 
-def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None) -> Path:
+def build(onnx_path: Path, target: Target, settings: TensorRTConfig, out_dir: Path,
+          calibration: SelfCalibration | None = None) -> Path:
+    """A strongly typed engine of the fp16 or Q/DQ graph, its timing cache and engine.json; `calibration` is unused."""
     import tensorrt as trt
 
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: tensorrt builds {', '.join(PRECISIONS)}, not {target.precision!r}")
-    options = cfg.backends.tensorrt
-    if not options.min_batch <= options.opt_batch <= options.max_batch:
+    if not settings.min_batch <= settings.opt_batch <= settings.max_batch:
         raise ConfigError("backends.tensorrt needs min_batch <= opt_batch <= max_batch")
-    graph = _graph_for(onnx_path, target, cfg)
+    graph = _graph_for(onnx_path, target, settings)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -79,7 +90,7 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ConfigError(f"{target.name}: TensorRT could not parse the ONNX: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_mib) << 20)
     # The engine inspector reports each layer's tensor formats and types only for engines built with
     # DETAILED verbosity (the default, LAYER_NAMES_ONLY, gives bare names): verify reads the executed
     # precision from them. TensorRT Python API, EngineInspector:
@@ -87,11 +98,11 @@ def build(onnx_path: Path, target: Target, cfg, out_dir: Path, calibration=None)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     fixed, h, w = _input_shape(graph)
     # A fixed-batch graph admits only its own batch; the runner feeds it in chunks of that size.
-    low, opt, high = (fixed, fixed, fixed) if fixed else (options.min_batch, options.opt_batch, options.max_batch)
+    low, opt, high = (fixed, fixed, fixed) if fixed else (settings.min_batch, settings.opt_batch, settings.max_batch)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, (low, 3, h, w), (opt, 3, h, w), (high, 3, h, w))
     config.add_optimization_profile(profile)
-    previous = Path(options.timing_cache) if options.timing_cache else None
+    previous = Path(settings.timing_cache) if settings.timing_cache else None
     cache = config.create_timing_cache(previous.read_bytes() if previous and previous.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     engine = builder.build_serialized_network(network, config)
@@ -143,12 +154,34 @@ def layer_precisions(engine_information: str) -> dict[str, int]:
 RUNTIME_KEYS: tuple[str, ...] = ()  # the engine fixes its own tactics; no runtime settings to tune
 
 
-def default_runtime(cfg, mode: str = "latency") -> dict:
+def default_runtime(settings: TensorRTConfig, mode: str = "latency") -> dict:
+    """Nothing: the engine fixes its own tactics."""
     return {}
 
 
+def runtime_grid(mode: str, threads: list[int], static_batches: list[int]) -> list[dict]:
+    """Nothing to tune (module docstring)."""
+    return []
+
+
+def peers(export_onnx: Path, calibration: np.ndarray | None, out_dir: Path, static_shape: bool) -> list[Peer]:
+    """None (module docstring)."""
+    return []
+
+
+def recorded_metadata(model_file: Path) -> dict[str, str]:
+    """Nothing: a serialized engine records no metadata (the artifact's artifact.json does)."""
+    return {}
+
+
+def sdk_tensor_names(artifact_dir: Path) -> tuple[str, dict[str, str]]:
+    """The ONNX's own tensor names: MMDeploy's SDK needs no input or output map."""
+    return INPUT_NAME, {}
+
+
 class Runner:
-    def __init__(self, artifact_dir: Path, target: Target, cfg, runtime=None, mode: str = "latency") -> None:
+    def __init__(self, artifact_dir: Path, target: Target, settings: TensorRTConfig, runtime=None,
+                 mode: str = "latency") -> None:
         import tensorrt as trt
         import torch
 

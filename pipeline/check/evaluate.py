@@ -189,7 +189,7 @@ def _target_forwards(cfg, variant_name: str) -> dict[str, Forward]:
         artifact = Path(entry["artifact"])
         if not artifact.is_dir():
             raise ConfigError(f"{artifact} is missing; build {job} before evaluate")
-        runner = backends.get(target.backend).Runner(artifact, target, cfg)
+        runner = backends.open_runner(artifact, target, cfg.backends)
         forwards[target.name] = lambda batch, runner=runner: runner({INPUT_NAME: batch})
     return forwards
 

@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from pipeline.config import REPO_ROOT, BenchmarkConfig
+from pipeline.config import REPO_ROOT, BackendsConfig, BenchmarkConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.hardware import cpu_fingerprint
 
@@ -68,7 +68,9 @@ class _Worker:
     def __init__(self, candidate: Candidate, config_path: Path, input_hw, cfg: BenchmarkConfig,
                  scratch: Path, throughput_images: int) -> None:
         self.candidate = candidate
-        spec = {"backend": candidate.backend, "target": candidate.target, "artifact_dir": candidate.artifact_dir,
+        # Absolute: the worker runs in the repository root, the caller perhaps elsewhere (out_dir is relative).
+        artifact_dir = str(Path(candidate.artifact_dir).resolve())
+        spec = {"backend": candidate.backend, "target": candidate.target, "artifact_dir": artifact_dir,
                 "config": str(config_path), "input_hw": list(input_hw), "seed": cfg.seed,
                 "latency_runtime": candidate.latency_runtime, "throughput_runtime": candidate.throughput_runtime,
                 "throughput_images": throughput_images}
@@ -137,13 +139,14 @@ def throughput_stats(blocks: Sequence[Sequence[float]]) -> dict[str, Any]:
             "throughput_block_spread": spread(medians)}
 
 
-def _config_file(run_cfg, scratch: Path) -> Path:
-    path = scratch / "config.yaml"
-    path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(run_cfg))), encoding="utf-8")
+def _config_file(backends_cfg: BackendsConfig, scratch: Path) -> Path:
+    """The `backends` config as YAML, for the workers: each Runner is given its backend's section of it."""
+    path = scratch / "backends.yaml"
+    path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.structured(backends_cfg))), encoding="utf-8")
     return path
 
 
-def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkConfig,
+def measure(candidates: Sequence[Candidate], backends_cfg: BackendsConfig, input_hw, cfg: BenchmarkConfig,
             progress: Callable[[int], None] | None = None,
             modes: Sequence[str] = ("latency", "throughput")) -> dict[str, dict[str, Any]]:
     """Time every candidate in `modes` as the module docstring says; one result row per candidate name.
@@ -160,7 +163,7 @@ def measure(candidates: Sequence[Candidate], run_cfg, input_hw, cfg: BenchmarkCo
     images = cfg.throughput_images if "throughput" in modes else 0
     workers: list[_Worker] = []
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
-        config_path = _config_file(run_cfg, Path(scratch))
+        config_path = _config_file(backends_cfg, Path(scratch))
         try:
             for candidate in candidates:  # loaded one after the other: no timing runs while another loads
                 workers.append(_Worker(candidate, config_path, input_hw, cfg, Path(scratch), images))

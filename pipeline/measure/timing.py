@@ -15,9 +15,10 @@ targets by up to 1.8x (issue 12). Between commands the worker blocks on stdin, s
 idle; the harness lets them settle before the next candidate's block (pipeline/measure/benchmark.py).
 Anything the runtimes print goes to stderr; stdout carries only the protocol.
 
-SPEC keys: `backend`, `target` (`<backend>-<precision>`), `artifact_dir`, `config` (a composed
-config YAML), `input_hw`, `seed`, `latency_runtime` / `throughput_runtime` (settings, or null for
-the artifact's recorded ones), `throughput_images` (0: no throughput runner).
+SPEC keys: `backend`, `target` (`<backend>-<precision>`), `artifact_dir`, `config` (the `backends`
+section of the config, YAML: the Runner is given its backend's part), `input_hw`, `seed`,
+`latency_runtime` / `throughput_runtime` (settings, or null for the artifact's recorded ones),
+`throughput_images` (0: no throughput runner).
 """
 
 from __future__ import annotations
@@ -32,20 +33,19 @@ import numpy as np
 import yaml
 
 from pipeline import backends
-from pipeline.config import RunConfig, to_schema
+from pipeline.config import BackendsConfig, to_schema
 
 
 def load_runners(spec: dict):
     """(latency runner, throughput runner or None) for the spec."""
 
-    cfg = to_schema(RunConfig, yaml.safe_load(Path(spec["config"]).read_text(encoding="utf-8")))
+    backends_cfg = to_schema(BackendsConfig, yaml.safe_load(Path(spec["config"]).read_text(encoding="utf-8")))
     target = backends.Target(spec["backend"], spec["target"].split("-", 1)[1])
-    module = backends.get(target.backend)
-    latency = module.Runner(Path(spec["artifact_dir"]), target, cfg, spec.get("latency_runtime"), "latency")
+    latency = backends.open_runner(spec["artifact_dir"], target, backends_cfg, spec.get("latency_runtime"), "latency")
     throughput = None
     if spec.get("throughput_images"):
-        throughput = module.Runner(Path(spec["artifact_dir"]), target, cfg, spec.get("throughput_runtime"),
-                                   "throughput")
+        throughput = backends.open_runner(spec["artifact_dir"], target, backends_cfg, spec.get("throughput_runtime"),
+                                          "throughput")
     return latency, throughput
 
 

@@ -19,10 +19,11 @@ width as right - left + 1 and crops an integer-rounded ROI (`topdown_affine.cpp`
 mmpose warps exactly; a reimplementation of that arithmetic matched the SDK to 1e-4 px.
 
 Differences from MMDeploy's own output, on purpose: model files keep this pipeline's names
-(`model.onnx`, `model.xml`/`model.bin`, `model.ncnn.param`/`.bin`, `model.engine`); `flip_test` is
-false because this pipeline's decode (and its verification) does not flip; `pth` and `config` hold no
-paths (same inputs, same bytes). ncnn blobs are named `in0`/`out0`/`out1` by pnnx, so the ncnn
-`input_map`/`output_map` point the SDK at them (from the artifact's `io.json`).
+(each backend's `FILES`: `model.onnx`, `model.xml`/`model.bin`, `model.ncnn.param`/`.bin`, `model.engine`);
+`flip_test` is false because this pipeline's decode (and its verification) does not flip; `pth` and
+`config` hold no paths (same inputs, same bytes). Where a backend renames the network's tensors (pnnx
+names ncnn's blobs `in0`/`out0`/`out1`), `input_map`/`output_map` point the SDK at them (the backend's
+`sdk_tensor_names`), and an artifact converted for one image at a time is not `dynamic_shape`.
 
 rtmlib (`rtmlib.RTMPose(onnx_model=...)`) takes an ONNX path, or a URL to a zip holding `end2end.onnx`;
 `rtmlib.zip` is that zip for the ONNX Runtime targets, with the three SDK files inside (net `end2end.onnx`).
@@ -37,6 +38,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from pipeline import backends
 from pipeline.backends import Target, get_target
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path, write_json
@@ -44,16 +46,6 @@ from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, fixed_batch
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import ModelSpec
 from pipeline.sources.sdk import DEPLOY_JSON, DETAIL_JSON, PIPELINE_JSON
-
-# The files of each backend's artifact, by model file suffix: backend, the file its Runner opens in the
-# artifact directory, and the companions it opens too (a suffix means "same stem as the model file").
-# pipeline/infer.py recognises bare model files by this table.
-FILE_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
-    ".onnx": ("onnxruntime", "model.onnx", {}),
-    ".xml": ("openvino", "model.xml", {".bin": "model.bin"}),
-    ".param": ("ncnn", "model.ncnn.param", {".bin": "model.ncnn.bin", "io.json": "io.json"}),
-    ".engine": ("tensorrt", "model.engine", {"engine.json": "engine.json"}),
-}
 
 MMDEPLOY_VERSION = "1.3.1"
 MMPOSE_VERSION = "1.3.2"  # the codebase version RTMPose's released configs run on
@@ -65,14 +57,6 @@ COLLECT_META_KEYS = ["img_shape", "pad_shape", "ori_shape", "img_norm_cfg", "sca
                      "center", "scale"]
 
 
-def model_files(backend: str) -> tuple[str, str]:
-    """(net, weights) file names of a backend's artifact; weights is "" when the net file holds them."""
-    for name, net, companions in FILE_KINDS.values():
-        if name == backend:
-            return net, companions.get(".bin", "")
-    raise InputError(f"no MMDeploy SDK files for backend {backend!r}")
-
-
 def onnx_facts(path: Path) -> dict[str, Any]:
     """Opset and whether the batch axis is dynamic, read from an ONNX file's graph."""
     import onnx
@@ -80,14 +64,6 @@ def onnx_facts(path: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return {"opset": int(opset), "dynamic_batch": fixed_batch(proto) is None}
-
-
-def _tensor_names(artifact_dir: Path, backend: str) -> tuple[str, dict[str, str]]:
-    """The network's input name and {output key: network tensor name} as the SDK sees them."""
-    if backend == "ncnn":  # pnnx renames the blobs; io.json records which is which
-        io = json.loads((artifact_dir / "io.json").read_text(encoding="utf-8"))
-        return io["inputs"][INPUT_NAME]["blob"], {name: io["outputs"][name]["blob"] for name in OUTPUT_NAMES}
-    return INPUT_NAME, {}
 
 
 def deploy_json(target: Target, net: str, weights: str, dynamic_batch: bool) -> dict[str, Any]:
@@ -165,7 +141,7 @@ def detail_json(target: Target, spec: ModelSpec, save_file: str, opset: int | No
 def sdk_files(artifact_dir: Path, target: Target, spec: ModelSpec, onnx_metadata: dict[str, str],
               net: str, weights: str, opset: int | None, dynamic_batch: bool,
               runtime: dict[str, Any] | None = None) -> dict[str, dict]:
-    input_name, output_map = _tensor_names(artifact_dir, target.backend)
+    input_name, output_map = backends.module(target.backend).sdk_tensor_names(artifact_dir)
     return {
         DEPLOY_JSON: deploy_json(target, net, weights, dynamic_batch),
         PIPELINE_JSON: pipeline_json(spec, input_name, output_map),
@@ -204,7 +180,8 @@ def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str
     recorded = onnx_metadata.get("variant")
     if recorded and recorded != spec.name:
         raise InputError(f"{artifact_dir}: the ONNX metadata says {recorded}, not {spec.name}")
-    net, weights = model_files(target.backend)
+    files = backends.files(target.backend)
+    net, weights = files.model, files.weights
     for name in filter(None, (net, weights)):
         if not (artifact_dir / name).is_file():
             raise InputError(f"{artifact_dir} has no {name}; build the {target.name} artifact first")
@@ -212,7 +189,7 @@ def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str
         facts = onnx_facts(artifact_dir / net)
         opset, dynamic_batch = facts["opset"], facts["dynamic_batch"]
     else:
-        dynamic_batch = target.backend != "ncnn" and onnx_metadata.get("dynamic_batch") == "true"
+        dynamic_batch = not files.one_image and onnx_metadata.get("dynamic_batch") == "true"
     written = []
     for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, net, weights, opset,
                                 dynamic_batch, runtime).items():

@@ -15,11 +15,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.backends import BACKENDS, availability, get_target
+from pipeline.backends import BACKENDS, availability, get_target, hardware_binding, int8_from_qdq
 from pipeline.backends.runtime import TUNE_DIR
 from pipeline.config import ModelConfig, register_schema, to_schema
 from pipeline.core.errors import ConfigError
-from pipeline.core.hardware import gpu_fingerprint
 from pipeline.model.keypoints import COCO17
 from pipeline.model.presets import all_presets
 from pipeline.model.spec import ModelSpec
@@ -52,10 +51,6 @@ def job_paths(out_dir: str, variant: str, target: str) -> dict[str, str]:
     root = PurePosixPath(out_dir) / variant
     return {"artifact": str(root / target), "metrics": str(root / "metrics" / f"{target}.json"),
             "tune": str(root / TUNE_DIR / f"{target}.json")}  # pipeline/backends/runtime.py: tune_record
-
-
-# Which backends build INT8 from the shared Q/DQ ONNX, and which calibrate themselves (NNCF).
-QDQ_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def calibration_source(calibration: Any) -> str:
@@ -159,7 +154,8 @@ def _variant_plan(spec, model_cfg, targets: list[str], out_dir: str, calibration
         if reason:
             left_out[job] = reason
             continue
-        qdq = target.precision == "int8" and target.backend in QDQ_BACKENDS
+        # int8 from the shared Q/DQ ONNX, or calibrated by the backend itself (its module says which)
+        qdq = target.precision == "int8" and int8_from_qdq(target.backend)
         calibrated = target.precision == "int8" and not qdq
         onnx = paths["quantized_onnx"] if qdq else paths["simplified_onnx"]
         jobs[job] = {
@@ -211,8 +207,7 @@ def _hardware_resolver() -> Any:
     """Per backend, what its artifacts are bound to: TensorRT engines to one GPU/driver/TensorRT. (Not the
     CPU: params.yaml and every CPU artifact are the same on any x86 CPU; the tune record names its machine.)"""
 
-    return OmegaConf.create({name: gpu_fingerprint() if name == "tensorrt" else {"portable": True}
-                             for name in BACKENDS})
+    return OmegaConf.create({name: hardware_binding(name) for name in BACKENDS})
 
 
 def register_resolvers() -> None:

@@ -50,8 +50,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "simplify": (*SPEC, "simplify"),
     "calibration": (*SPEC, "calibration"),
     "quantize": ("quantize",),
-    "tune": ("plan.variants.{variant}.spec", "tune", "quantize.keep_float", "quantize.openvino_max_drift_px",
-             "verify.min_peak_margin", "backends.{backend}"),
+    "tune": ("plan.variants.{variant}.spec", "tune", "backends.{backend}"),  # times build's artifact
     "build": ("plan.variants.{variant}.spec", "quantize.keep_float", "quantize.openvino_max_drift_px",
               "verify.min_peak_margin", "backends.{backend}", "hardware.{backend}"),
     "verify": ("verify.tolerances.{precision}", "verify.min_peak_margin", "backends.{backend}"),

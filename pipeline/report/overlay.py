@@ -159,7 +159,7 @@ def overlay_columns(cfg, variant_name: str, targets: list[tuple[str, str, Path]]
     for target_name, status, artifact_dir in targets:
         try:
             target = backends.get_target(target_name)
-            runner = backends.get(target.backend).Runner(Path(artifact_dir), target, cfg)
+            runner = backends.open_runner(artifact_dir, target, cfg.backends)
             columns.append(Column(target_name, status, *decode_to_image(run_on_crops(runner, crops), matrices, ratio)))
         except (PipelineError, RuntimeError, OSError) as exc:  # a report shows a broken artifact, it does not stop
             columns.append(Column(target_name, status, error=f"could not run: {str(exc).splitlines()[0][:80]}"))

@@ -2,17 +2,18 @@
 
 Every job is built and verified even if others fail, and a failure stays with the jobs it concerns:
 a variant whose reference/export/simplify fails fails its jobs; a calibration set that cannot be
-made, or a quantization that fails, fails the INT8 jobs only; a tune (pipeline/measure/tune.py), build or
-verification fails its job. Each failure is recorded as the job's metrics file (`passed: false` with
-the one-line reason), so the report shows it, and the results list says it. The verified artifacts are then released
-(pipeline/package/release.py). The default calibration set (the demo's
-COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
+made, or a quantization that fails, fails the INT8 jobs only; a build, tune (pipeline/measure/tune.py, on
+the built artifact) or verification fails its job. Each failure is recorded as the job's metrics file
+(`passed: false` with the one-line reason), so the report shows it, and the results list says it. The
+verified artifacts are then released (pipeline/package/release.py). The default calibration set (the
+demo's COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import backends
 from pipeline.check.evaluate import evaluate
 from pipeline.config import RunConfig
 from pipeline.core.errors import PipelineError
@@ -20,7 +21,6 @@ from pipeline.core.io import write_json
 from pipeline.demo.config import default_train_demo_config
 from pipeline.inputs.figures import write_coco
 from pipeline.package.release import release
-from pipeline.planning.plan import QDQ_BACKENDS
 from pipeline.run.steps.build import build
 from pipeline.run.steps.calibration import calibration
 from pipeline.run.steps.export import export
@@ -72,7 +72,7 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             results += _failed_jobs(cfg, jobs, "prepare", exc)
             continue
         int8 = [j for j in jobs if cfg.plan["jobs"][j]["precision"] == "int8"]
-        qdq = [j for j in int8 if cfg.plan["jobs"][j]["backend"] in QDQ_BACKENDS]
+        qdq = [j for j in int8 if backends.int8_from_qdq(cfg.plan["jobs"][j]["backend"])]
         try:
             if variant in cfg.plan["calibrations"]:
                 ensure_demo_calibration_set(cfg)
@@ -88,14 +88,14 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             jobs = [j for j in jobs if j not in int8]
         for job in jobs:
             try:
-                tune(cfg, job)
-            except PipelineError as exc:
-                results += _failed_jobs(cfg, [job], "tune", exc)
-                continue
-            try:
                 build(cfg, job)
             except PipelineError as exc:
                 results += _failed_jobs(cfg, [job], "build", exc)
+                continue
+            try:
+                tune(cfg, job)
+            except PipelineError as exc:
+                results += _failed_jobs(cfg, [job], "tune", exc)
                 continue
             try:
                 verify(cfg, job)

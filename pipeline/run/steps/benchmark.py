@@ -36,7 +36,7 @@ def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
     inputs preprocessed as the reference expects. Informational: peers are not ours to gate, but their
     drift belongs on the same plot."""
     target = backends.get_target(candidate.target)
-    runner = backends.get(target.backend).Runner(Path(candidate.artifact_dir), target, cfg, candidate.latency_runtime)
+    runner = backends.open_runner(candidate.artifact_dir, target, cfg.backends, candidate.latency_runtime)
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden,
                               cfg.verify.tolerances[target.precision], cfg.verify.min_peak_margin, {})
     return _verification(metrics)
@@ -91,15 +91,15 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
             golden = Golden.from_arrays(read_npz(_require(paths["reference"], "reference", variant_name)),
                                         paths["reference"])
             calibration = Path(paths["calibration"])
-            used = {t.split("-", 1)[0] for t in jobs}
+            used = {backends.get_target(t).backend for t in jobs}
             peers = build_peers(_require(paths["export"], "export", variant_name),
                                 read_npz(calibration)["input"] if calibration.is_file() else None, Path(scratch),
-                                cfg.benchmark.peer_static_shape, tuple(b for b in ("onnxruntime", "openvino") if b in used))
+                                used, cfg.benchmark.peer_static_shape)
             for peer in peers:
                 peer.extra["verification"] = _peer_verification(cfg, peer, golden)
             candidates += peers
         with progress_bar(cfg.benchmark.blocks, f"benchmark {variant_name}") as advance:
-            rows = measure(candidates, cfg, spec.input_hw, cfg.benchmark, advance)
+            rows = measure(candidates, cfg.backends, spec.input_hw, cfg.benchmark, advance)
     top = headline(rows)
     baseline = rows.get(BASELINE_TARGET)
     for row in rows.values():

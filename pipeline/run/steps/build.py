@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import backends
+from pipeline.backends.interface import SelfCalibration
 from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import RunConfig
 from pipeline.core.io import atomic_path, write_json
@@ -23,9 +24,12 @@ def build(cfg: RunConfig, job: str) -> Path:
     target = backends.get_target(entry["target"])
     module = backends.get(target.backend)
     source, calibration_set = _job_sources(cfg, entry)
+    # A target that calibrates itself gets the set with the quantize and verify values it needs, nothing more.
+    calibration = None if calibration_set is None else SelfCalibration(
+        calibration_set, tuple(cfg.quantize.keep_float), cfg.quantize.openvino_max_drift_px, cfg.verify.min_peak_margin)
     runtime: dict = {}  # the backend's defaults until released with the tuned settings
     with atomic_path(entry["artifact"], is_dir=True) as tmp:
-        module.build(source, target, cfg, tmp, calibration=calibration_set)
+        module.build(source, target, backends.settings_of(cfg.backends, target.backend), tmp, calibration)
         write_json(tmp / ARTIFACT_META, {
             "job": job, "variant": entry["variant"], "target": target.name, "backend": target.backend,
             "precision": target.precision, "source_onnx_sha256": sha256_file(source),

@@ -6,16 +6,16 @@ from pipeline.config import RunConfig
 from pipeline.core.io import write_json
 from pipeline.measure.tune import tune as run_tune
 from pipeline.planning.plan import spec_of
-from pipeline.run.steps.common import _job_entry, _job_sources
+from pipeline.run.steps.common import _job_entry, _require
 
 
 def tune(cfg: RunConfig, job: str) -> dict:
-    """Measure the target's runtime settings (pipeline/measure/tune.py) and write the record that verify, the
-    benchmark, infer and release read (pipeline/backends/runtime.py: recorded_runtime)."""
+    """Measure the runtime settings of the artifact `build` made (pipeline/measure/tune.py) and write the record
+    that verify, the benchmark, infer and release read (pipeline/backends/runtime.py: recorded_runtime)."""
 
     entry = _job_entry(cfg, job)
-    source, calibration_set = _job_sources(cfg, entry)
-    record = run_tune(source, entry["target"], cfg, spec_of(cfg, entry["variant"]).input_hw, calibration_set)
+    artifact = _require(entry["artifact"], "build", job)
+    record = run_tune(artifact, entry["target"], cfg.tune, cfg.backends, spec_of(cfg, entry["variant"]).input_hw)
     record["job"] = job
     write_json(entry["tune"], record)
     for mode, settings in record["chosen"].items():

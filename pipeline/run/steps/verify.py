@@ -27,14 +27,13 @@ def verify(cfg: RunConfig, job: str) -> dict:
     golden = Golden.from_arrays(read_npz(_require(entry["reference"], "reference", entry["variant"])),
                                 entry["reference"])
     artifact = _require(entry["artifact"], "build", job)
-    module = backends.get(target.backend)
-    runner = module.Runner(artifact, target, cfg)  # the artifact's recorded latency settings
+    runner = backends.open_runner(artifact, target, cfg.backends)  # the artifact's recorded latency settings
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden, tolerance,
                               cfg.verify.min_peak_margin, recorded_normalizations(artifact))
     metrics["breaches"] += check_execution_precision(target.precision, runner.settings["execution_precision"])
     if recorded_runtime(artifact, "throughput"):
         # The throughput settings run the same files with other threads and streams: they must pass too.
-        streams = module.Runner(artifact, target, cfg, mode="throughput")
+        streams = backends.open_runner(artifact, target, cfg.backends, mode="throughput")
         throughput = verify_artifact(lambda inputs: streams({INPUT_NAME: inputs}), golden, tolerance,
                                      cfg.verify.min_peak_margin, recorded_normalizations(artifact))
         throughput["breaches"] += check_execution_precision(target.precision, streams.settings["execution_precision"])
