@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 # The demo-data stage's COCO keypoint set, the default for calibration and evaluation (its own config,
-# conf/train_demo.yaml, which DVC reads, states it too: tests/test_demo.py holds the two equal).
+# conf/train_demo.yaml, which DVC reads, states it too: tests/demo/test_demo.py holds the two equal).
 DEMO_COCO_DIR = "artifacts/demo/coco"
 
 # The allowed values of the enum-like string fields (`choice`), checked on load by `to_schema`.

@@ -5,7 +5,7 @@
 Each output is judged by one rule, printed in front of it (issue 13):
 - `identical`: same md5 as in dvc.lock. Everything that need not depend on the CPU must be: demo data,
   calibration set, export, simplified ONNX and every fp32/fp16/bf16 artifact (their builds compute no
-  float value with a CPU-dispatched kernel; tests/test_cpu_independence.py).
+  float value with a CPU-dispatched kernel; tests/graph/test_cpu_independence.py).
 - `float-outputs` (reference.npz): PyTorch's outputs depend on the CPU's float kernels (MKL, oneDNN,
   per ISA and thread count). Its inputs must be bitwise equal, its outputs within the fp32 tolerance.
 - `calibrated` (quantize, int8 artifacts): calibration statistics, and the scales and bias corrections

@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-made model files)
 
 from pipeline.config import RunConfig
 from pipeline.graph.export import export_onnx
@@ -37,6 +36,8 @@ from pipeline.model.spec import ModelSpec
 from pipeline.model.synthetic import synthetic_state_dict
 from pipeline.run.configure import load_config
 from pipeline.sources.weights import build_reference_model
+
+from mmpose_files import mmpose_files  # noqa: F401  (session fixture: mmpose-made model files)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

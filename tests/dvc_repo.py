@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from conftest import PYTHON, REPO_ROOT
 
 # What a stage can read: the code, configs and the committed demo checkpoint (params.yaml is composed per test).

@@ -11,7 +11,7 @@ its generic path (`mkl_vml_kernel_sSqrt_EXHAynn`) is 1 ulp off in about 20% of v
 AVX2/AVX-512 paths (`_L9HAynn`, `_Z0HAynn`) round differently. So 2-3% of the folded weights differed
 between an AMD EPYC and an Xeon. `fold_batchnorm` folds them first, in numpy float64 (IEEE
 operations, correctly rounded on every CPU), and rounds once to float32; the exporter then only moves
-and transposes weights. tests/test_export.py checks every initializer against the checkpoint.
+and transposes weights. tests/graph/test_export.py checks every initializer against the checkpoint.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def simplify_onnx(source: onnx.ModelProto, spec: ModelSpec, cfg: SimplifyConfig,
     """Write the simplified model; return a report with node counts and the measured difference.
 
     The simplified bytes depend on the export and the tool alone: onnxslim and onnxsim fold constants
-    with onnxruntime, but the export holds no float subgraph to fold (tests/test_cpu_independence.py).
+    with onnxruntime, but the export holds no float subgraph to fold (tests/graph/test_cpu_independence.py).
     `max_abs_diff` is measured with this CPU's kernels, so the caller keeps it out of the artifact.
     """
     metadata = get_metadata(source)

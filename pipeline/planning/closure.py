@@ -9,7 +9,7 @@ never run and are left out), with every package `__init__` on the way (importing
 - a module run without an import of it: a process a module starts (`python -m <module>`), a plugin Hydra
   imports when it composes: RUNS;
 - the package data files a module reads: DATA.
-tests/test_dvc.py runs a plan recording which project files each stage process (and each process it starts)
+tests/run/test_dvc.py runs a plan recording which project files each stage process (and each process it starts)
 loads or opens, and fails on any that is not among that stage's sources.
 """
 

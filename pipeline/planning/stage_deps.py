@@ -21,7 +21,7 @@ key not listed for it would not rerun when that changes. Sources are not listed:
 stage executes, derived from the code (pipeline/planning/closure.py): the import closure of
 `stages/<stage>.py`, plus, for the stages in `BY_NAME`, the modules of the backends they load by name (a
 job's stage its own backend's; a variant's or the whole plan's stage those its jobs use). Editing a file
-therefore reruns the stages that execute it, and only those (tests/test_dvc.py records what each stage
+therefore reruns the stages that execute it, and only those (tests/run/test_dvc.py records what each stage
 process loads and checks it against these files).
 """
 

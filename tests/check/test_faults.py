@@ -1,0 +1,151 @@
+"""Broken conversions that verification must fail, each with the one `error:` line a user sees.
+
+Every fault is made on a copy of a correct build of the demo checkpoint (conftest.demo_chain), by the
+means it happens in reality: a built artifact whose weights were altered, an artifact that records the
+wrong preprocessing (its consumers feed it BGR or mis-normalised images although the network is
+right), and a target that computes in bf16. INT8 calibrated on blank images: tests/check/test_int8_gate.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from pipeline.core.io import read_npz
+from pipeline.core.onnx_io import get_metadata, set_metadata
+from pipeline.model.spec import PreprocessSpec
+from pipeline.run.configure import load_config
+
+from conftest import DEMO_CHECKPOINT, VARIANT, run_stage
+
+MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
+from pipeline.check.verify import Golden, compare, summary_lines
+
+FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32")
+# The file holding each fp32 artifact's weights, as float32 in the ONNX layout (OIHW).
+WEIGHT_FILES = {"onnxruntime-fp32": "model.onnx", "openvino-fp32": "model.bin", "ncnn-fp32": "model.ncnn.bin"}
+
+
+def one_line_error(result) -> str:
+    """The single stderr line of a failed stage (exit 1, no traceback)."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    print(lines[0])  # shown with `pytest -rP`: the line a user gets
+    return lines[0]
+
+
+def verify(chain, target: str):
+    """The verify stage script on a (modified) copy of the chain; its result and metrics."""
+    result = run_stage("verify", f"{VARIANT}.{target}", *chain.overrides, cwd=chain.out_dir.parent)
+    return result, chain.metrics(target)
+
+
+def largest_conv_weight(onnx_path) -> tuple[str, np.ndarray]:
+    model = onnx.load(str(onnx_path))
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [(n.name, numpy_helper.to_array(inits[n.input[1]])) for n in model.graph.node
+               if n.op_type == "Conv" and n.input[1] in inits]
+    return max(weights, key=lambda item: item[1].size)
+
+
+def perturb_weights_in_file(path, weights: np.ndarray, relative: float, seed: int = 0) -> None:
+    """Find one layer's float32 weights by their bytes in a built artifact and scale each by 1 + N(0, relative)."""
+    data = bytearray(path.read_bytes())
+    raw = weights.astype("<f4").tobytes()
+    at = data.find(raw)
+    assert at >= 0 and data.find(raw, at + 1) < 0, f"the layer's weights are not stored once, as float32, in {path}"
+    noise = 1 + relative * np.random.default_rng(seed).standard_normal(weights.shape)
+    data[at:at + len(raw)] = (weights * noise).astype("<f4").tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("target", FP32_TARGETS)
+def test_one_layer_perturbed_by_one_percent_fails(target, demo_chain, tmp_path):
+    chain = demo_chain.copy(tmp_path)
+    layer, weights = largest_conv_weight(chain.variant_dir / "simplified" / "model.onnx")
+    perturb_weights_in_file(chain.variant_dir / target / WEIGHT_FILES[target], weights, relative=0.01)
+    result, metrics = verify(chain, target)
+    line = one_line_error(result)
+    assert line.startswith(f"error: {VARIANT}.{target} failed verification: simcc_")
+    assert " vs float64 > atol " in line and "needs error_factor ≥ " in line
+    assert metrics["passed"] is False
+    needs = max(o["needs_error_factor"] for o in metrics["outputs"].values())
+    assert needs > 10 * metrics["tolerance"]["error_factor"], (layer, needs)  # far outside, not borderline
+
+
+def edit_pipeline_json(artifact_dir, change) -> None:
+    path = artifact_dir / "pipeline.json"
+    data = json.loads(path.read_text())
+    for task in data["pipeline"]["tasks"]:
+        for transform in task.get("transforms", []):
+            if transform["type"] == "Normalize":
+                change(transform)
+    path.write_text(json.dumps(data))
+
+
+def test_an_artifact_recording_bgr_input_fails(demo_chain, tmp_path):
+    """pipeline.json says to_rgb: false, so the MMDeploy SDK feeds the network BGR: the poses move."""
+    chain = demo_chain.copy(tmp_path)
+    edit_pipeline_json(chain.variant_dir / "onnxruntime-fp32", lambda t: t.update(to_rgb=False))
+    result, metrics = verify(chain, "onnxruntime-fp32")
+    line = one_line_error(result)
+    assert line.startswith(f"error: {VARIANT}.onnxruntime-fp32 failed verification: [images preprocessed as "
+                           "pipeline.json records: BGR mean [123.675, 116.28, 103.53]")
+    assert "the reference model expects RGB mean [123.675, 116.28, 103.53]" in line and " vs float64 > atol " in line
+    assert metrics["preprocessing"]["runs"][0]["normalization"]["channels"] == "BGR"
+    moved = metrics["keypoints"]["confident"]
+    assert moved["max_drift_px"] > 1.0, moved  # what users would see, written whatever failed first
+    assert any(b.startswith("[images preprocessed as pipeline.json") and "keypoints" in b for b in metrics["breaches"])
+    # The ONNX metadata still records RGB: that record's own run passes.
+    (other,) = metrics["other_runs"]
+    assert other["sources"] == ["ONNX metadata"] and other["breaches"] == []
+
+
+def test_an_artifact_recording_mean_and_std_in_bgr_order_fails(demo_chain, tmp_path):
+    """The ONNX metadata lists mean/std in BGR order under `mean_rgb`/`std_rgb`."""
+    chain = demo_chain.copy(tmp_path)
+    path = chain.variant_dir / "onnxruntime-fp32" / "model.onnx"
+    model = onnx.load(str(path))
+    meta = get_metadata(model)
+    bgr_order = {"mean": json.dumps(list(MEAN_RGB[::-1])), "std": json.dumps(list(STD_RGB[::-1]))}
+    set_metadata(model, {**meta, **bgr_order})
+    onnx.save_model(model, str(path))
+    result, metrics = verify(chain, "onnxruntime-fp32")
+    line = one_line_error(result)
+    assert "[images preprocessed as ONNX metadata records: RGB mean [103.53, 116.28, 123.675] std [57.375, 57.12, " \
+           "58.395]; the reference model expects RGB mean [123.675, 116.28, 103.53]" in line
+    assert " vs float64 > atol " in line
+    (other,) = metrics["other_runs"]
+    assert other["sources"] == ["ONNX metadata"] and other["keypoints"]["confident"]["mean_drift_px"] > 0
+
+
+def test_an_fp32_target_computing_in_bf16_fails_on_any_cpu(demo_chain):
+    """What openvino-fp32 gives where the CPU silently computes in bf16 (tests/run/test_stages.py shows that
+    end to end on CPUs with bf16): the model run in bfloat16 by PyTorch, which any CPU can do."""
+    import copy
+
+    import torch
+
+    from pipeline.planning.plan import spec_of
+    from pipeline.sources.weights import build_reference_model
+
+    cfg = load_config([f"model.checkpoint={DEMO_CHECKPOINT}", "out_dir=unused"])
+    golden = Golden.from_arrays(read_npz(demo_chain.variant_dir / "reference.npz"))
+    model, _ = build_reference_model(cfg.model, spec_of(cfg, next(iter(cfg.plan["variants"]))))
+    with torch.no_grad():
+        outputs = copy.deepcopy(model).to(torch.bfloat16)(torch.from_numpy(golden.inputs).to(torch.bfloat16))
+    bf16 = {name: t.float().numpy() for name, t in zip(("simcc_x", "simcc_y"), outputs)}
+    metrics = compare(golden.reference, bf16, cfg.verify.tolerances["fp32"], cfg.verify.min_peak_margin,
+                      reference_float32=golden.float32, images=len(golden.crops))
+    assert not metrics["passed"]
+    first = metrics["breaches"][0]
+    assert first.startswith("simcc_x max|Δ| ") and " vs float64 > atol " in first
+    assert min(o["needs_error_factor"] for o in metrics["outputs"].values()) > 100
+    lines = summary_lines("openvino-fp32 computing in bf16", metrics)
+    print("\n".join(lines))
+    assert any(line.startswith("FAILED openvino-fp32 computing in bf16 simcc_x max|Δ|") for line in lines)

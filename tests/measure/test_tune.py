@@ -1,0 +1,128 @@
+"""The `tune` step (pipeline/measure/tune.py) and where its choice goes: the grid, the choice rule, a real search
+on the seeded rtmpose-t with few calls; the built artifact stays the backend's defaults (the same bytes
+on any CPU), every Runner of it runs the tuned settings, and the release records them in artifact.json
+and detail.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import TuneConfig
+from pipeline.core.hardware import cpu_fingerprint
+from pipeline.measure.tune import choose, runtime_grid
+from pipeline.run.configure import load_config
+from pipeline.run.steps.build import build
+from pipeline.run.steps.export import export
+from pipeline.run.steps.reference import reference
+from pipeline.run.steps.simplify import simplify
+from pipeline.run.steps.tune import tune
+from pipeline.run.steps.verify import verify
+
+from conftest import VARIANT
+
+QUICK = TuneConfig(warmup=1, calls=2, blocks=1, settle_s=0.0, throughput_images=2, throughput_rounds=1)
+CORES = int(cpu_fingerprint()["logical_cores"])
+
+
+def test_threads_zero_means_every_usable_core():
+    grid = runtime_grid("onnxruntime", "latency", replace(QUICK, threads=[1, 0]))
+    assert sorted({g["intra_op_num_threads"] for g in grid}) == sorted({1, CORES})
+    assert {g["static_batch"] for g in grid} == {0, 1}
+    assert grid[0] == {"intra_op_num_threads": 1, "inter_op_num_threads": 1, "static_batch": 0}  # plainest first
+
+
+def test_static_batch_can_be_left_out_of_the_grid():
+    grid = runtime_grid("openvino", "latency", replace(QUICK, static_batch=False))
+    assert {g["static_batch"] for g in grid} == {0}
+    assert all(g["performance_hint"] == "LATENCY" and g["num_streams"] == 1 for g in grid)
+
+
+def test_every_backend_has_a_grid_or_nothing_to_tune():
+    for backend in ("onnxruntime", "openvino", "ncnn"):
+        assert runtime_grid(backend, "latency", QUICK) and runtime_grid(backend, "throughput", QUICK)
+    assert runtime_grid("tensorrt", "latency", QUICK) == []
+
+
+def test_choose_keeps_a_plainer_setting_within_min_gain():
+    rows = [{"ms": 10.0}, {"ms": 9.8}, {"ms": 7.0}]
+    assert choose(rows, "ms", False, 0.03) == 2
+    assert choose(rows[:2], "ms", False, 0.03) == 0  # 2% faster is noise
+    assert choose([{"ips": 100.0}, {"ips": 110.0}], "ips", True, 0.03) == 1
+    assert choose([{"ips": 100.0}, {"ips": 102.0}], "ips", True, 0.03) == 0
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """build -> tune for onnxruntime-fp32 on the seeded rtmpose-t, with a tiny measured grid."""
+    out = tmp_path_factory.mktemp("tune")
+    cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", f"out_dir={out}", "targets=[onnxruntime-fp32]", "tune.calls=2",
+                       "tune.blocks=1", "tune.warmup=1", "tune.settle_s=0", "tune.throughput_images=2",
+                       "tune.throughput_rounds=1"])
+    job = f"{VARIANT}.onnxruntime-fp32"
+    reference(cfg, VARIANT)
+    export(cfg, VARIANT)
+    simplify(cfg, VARIANT)
+    build(cfg, job)
+    record = tune(cfg, job)
+    return cfg, job, record
+
+
+def test_tune_measures_every_setting_and_chooses_one_of_them(tuned):
+    cfg, job, record = tuned
+    assert json.loads(Path(cfg.plan["jobs"][job]["tune"]).read_text()) == record
+    for mode, key in (("latency", "latency_ms_median"), ("throughput", "throughput_img_s")):
+        grid = runtime_grid("onnxruntime", mode, cfg.tune)
+        assert [m["runtime"] for m in record["measured"][mode]] == grid
+        assert all(m[key] > 0 for m in record["measured"][mode])
+        assert record["chosen"][mode] in grid
+    assert record["machine"]["cpu"] and record["job"] == job
+
+
+def test_the_built_artifact_is_portable_and_its_runner_uses_the_tuned_settings(tuned):
+    from pipeline import backends
+
+    cfg, job, record = tuned
+    artifact = Path(cfg.plan["jobs"][job]["artifact"])
+    assert json.loads((artifact / "artifact.json").read_text())["runtime"] == {}  # no measurement in the build
+    assert "runtime" not in json.loads((artifact / "detail.json").read_text())["backend_config"]
+    target = backends.get_target("onnxruntime-fp32")
+    runner = backends.open_runner(artifact, target, cfg.backends)
+    assert runner.settings["runtime"] == record["chosen"]["latency"]  # read from the tune record beside it
+
+
+def test_the_release_records_the_tuned_settings(tuned):
+    from pipeline import backends
+    from pipeline.package.release import release
+
+    cfg, job, record = tuned
+    verify(cfg, job)
+    shipped = release(cfg, VARIANT) / "onnxruntime-fp32"
+    assert json.loads((shipped / "artifact.json").read_text())["runtime"] == record["chosen"]
+    backend = json.loads((shipped / "detail.json").read_text())["backend_config"]
+    assert backend["runtime"] == record["chosen"]
+    if record["chosen"]["latency"].get("static_batch"):
+        assert backend["model_inputs"] == [{"opt_shapes": {"input": [1, 3, 256, 192]}}]
+    manifest = json.loads((shipped.parent / "manifest.json").read_text())
+    assert manifest["targets"]["onnxruntime-fp32"]["runtime_settings"] == record["chosen"]
+    runner = backends.open_runner(shipped, backends.get_target("onnxruntime-fp32"), cfg.backends)
+    assert runner.settings["runtime"] == record["chosen"]["latency"]  # no tune record beside it: artifact.json
+
+
+def test_verify_runs_both_recorded_modes(tuned):
+    cfg, job, record = tuned
+    metrics = verify(cfg, job)
+    assert metrics["passed"]
+    assert metrics["runtime_settings"]["runtime"] == record["chosen"]["latency"]
+    assert metrics["throughput_runtime_settings"]["runtime"] == record["chosen"]["throughput"]
+
+
+def test_tune_disabled_records_nothing(tmp_path):
+    from pipeline.measure.tune import tune
+
+    cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", "tune.enabled=false"])
+    record = tune(Path("unbuilt"), "openvino-fp32", cfg.tune, cfg.backends, (256, 192))
+    assert record["chosen"] == {} and record["method"]["note"] == "tune.enabled is false"

@@ -1,0 +1,93 @@
+"""Users' files through the whole chain: `python -m pipeline model.checkpoint=<file>` and nothing else.
+
+Files made by mmpose 1.3.2 itself (tests/mmpose_files.py) with logits of several hundred, and ONNX
+files in the forms other exporters write them (MMDeploy: opset 11, dynamic batch, K left symbolic;
+a fixed batch of 1, as DWPose's and many released files). Every fp32 target is built and must pass
+verification: the artifact equals the source model within what float32 allows.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.model.rtmpose import build_network
+
+from conftest import REPO_ROOT, run_python
+from mmpose_files import KINDS
+
+pytestmark = pytest.mark.slow  # a whole chain per file (a minute or two each)
+
+FP32 = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32")
+
+
+def convert(tmp_path: Path, checkpoint: Path, *extra: str) -> tuple[str, dict]:
+    """Run the chain from a scratch directory; (the model's name, {target: metrics})."""
+    result = run_python("-m", "pipeline", f"model.checkpoint={checkpoint}", f"targets=[{','.join(FP32)}]",
+                        "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
+                        "benchmark.peers=false", "tune.enabled=false", "hydra.run.dir=hydra", *extra,
+                        cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (name,) = [p.name for p in (tmp_path / "artifacts").iterdir() if (p / "reference.npz").is_file()]
+    metrics = {t: json.loads((tmp_path / "artifacts" / name / "metrics" / f"{t}.json").read_text()) for t in FP32}
+    return name, metrics
+
+
+def assert_fp32_equals_the_source(metrics: dict) -> None:
+    for target, m in metrics.items():
+        assert m["passed"], (target, m["breaches"])
+        for name, output in m["outputs"].items():
+            assert output["cosine"] > 0.999999, (target, name)
+
+
+@pytest.mark.parametrize("kind", ["rtmpose-m_hand21_256x256", "rtmpose-m_custom38_256x192",
+                                  "rtmpose-m_coco17_320x240", "rtmw-m_wholebody133_256x192",
+                                  "rtmpose-m_lapa106_256x256", "dwpose-l_wholebody133_256x192"])
+def test_an_mmpose_file_converts_from_the_file_alone(kind, mmpose_files, tmp_path):
+    path = mmpose_files.path(kind, "publish")
+    name, metrics = convert(tmp_path, path)
+    assert_fp32_equals_the_source(metrics)
+    # large logits: the gate is the reference's own float32 error, not a fixed atol
+    assert max(m["outputs"]["simcc_x"]["scale"] for m in metrics.values()) > 100
+    assert {m["rule"] for m in metrics.values()} == {"reference-error"}
+    manifest = json.loads((tmp_path / "artifacts" / "release" / name / "manifest.json").read_text())
+    assert sorted(manifest["targets"]) == sorted(FP32)
+    assert len(manifest["keypoint_names"]) == KINDS[kind].num_keypoints
+
+
+def test_a_training_checkpoint_converts_without_mmengine_code(mmpose_files, tmp_path):
+    path = mmpose_files.path("rtmpose-s_coco17_256x192", "train")
+    name, metrics = convert(tmp_path, path)
+    assert name == "rtmpose-s_8xb256-420e_coco-256x192"
+    assert_fp32_equals_the_source(metrics)
+
+
+def mmdeploy_style_onnx(path: Path, dynamic: bool) -> Path:
+    """rtmpose-t exported as MMDeploy's torch2onnx does (opset 11, K symbolic) or with a fixed batch of 1."""
+    from pipeline.model.presets import preset_spec
+    from pipeline.model.synthetic import synthetic_state_dict
+
+    spec = preset_spec("rtmpose-t_coco17_256x192")
+    model = build_network(spec).eval()
+    model.load_state_dict(synthetic_state_dict(spec, 3))
+    axes = {n: {0: "batch"} for n in ("input", "simcc_x", "simcc_y")} if dynamic else None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, 256, 192),), str(path), dynamo=False, opset_version=11,
+                          input_names=["input"], output_names=["simcc_x", "simcc_y"], dynamic_axes=axes)
+    return path
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["symbolic-keypoints", "static-batch-1"])
+def test_an_onnx_of_another_exporter_converts_with_itself_as_reference(dynamic, tmp_path):
+    folder = tmp_path / "rtmpose-t-mmdeploy"
+    folder.mkdir()
+    path = mmdeploy_style_onnx(folder / "end2end.onnx", dynamic)
+    name, metrics = convert(tmp_path, path)
+    assert name == "rtmpose-t-mmdeploy"
+    assert_fp32_equals_the_source(metrics)
+    assert {m["rule"] for m in metrics.values()} == {"output-scale"}  # no float64 run of an ONNX
