@@ -169,18 +169,14 @@ def build(onnx_path: Path, target: Target, settings: OpenVINOConfig, out_dir: Pa
     return out_dir / MODEL_FILE
 
 
-INT8_FLOAT_PARTS = ("auto", "f32", "bf16")
-
-
 def precision_hint(precision: str, device: str, int8_float_part: str = "auto") -> str:
     """INFERENCE_PRECISION_HINT for a target. For int8 it is the precision of the layers NNCF left in
-    float: bf16 where the CPU computes bf16 natively (`int8_float_part` auto or bf16), else f32."""
+    float: bf16 where the CPU computes bf16 natively (`int8_float_part` auto or bf16), else f32. The config
+    schema has already refused any other `int8_float_part` (pipeline/config.py: INT8_FLOAT_PARTS)."""
     if precision == "bf16":
         _require_bf16(device)
         return "bf16"
     if precision == "int8":
-        if int8_float_part not in INT8_FLOAT_PARTS:
-            raise ConfigError(f"backends.openvino.int8_float_part={int8_float_part!r}; choose {', '.join(INT8_FLOAT_PARTS)}")
         if int8_float_part == "bf16":
             _require_bf16(device)
             return "bf16"

@@ -41,6 +41,9 @@ from pipeline.config import REPO_ROOT, BackendsConfig, BenchmarkConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.hardware import cpu_fingerprint
 
+# The target every row's `speedup_vs_onnxruntime_fp32` divides by (the report's speed-up column).
+BASELINE_TARGET = "onnxruntime-fp32"
+
 KINDS = ("target", "peer")
 
 

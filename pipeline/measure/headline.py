@@ -1,4 +1,4 @@
-"""The headline's rule, one for the benchmark file (pipeline/run/steps.py) and the report (pipeline/report/rows.py):
+"""The headline's rule, one for the benchmark file (pipeline/run/steps/benchmark.py) and the report (pipeline/report/rows.py):
 the recommended artifact is the fastest verified target, set against the fastest peer baseline (what a user
 gets without the pipeline, pipeline/measure/peers.py).
 

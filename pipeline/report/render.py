@@ -14,13 +14,14 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from pipeline.report.rows import BASELINE, STATUSES, Row, VariantReport
+from pipeline.measure.benchmark import BASELINE_TARGET
+from pipeline.report.rows import STATUSES, Row, VariantReport
 
 TEMPLATES = Path(__file__).parent / "templates"
 HTML_TEMPLATE, MARKDOWN_TEMPLATE = "report.html.j2", "report.md.j2"
 
 HEADERS = [("Target", "", ""), ("Status", "", ""), ("Size", "MB", "num"), ("Latency", "median ms", "num"),
-           ("p90", "ms", "num"), ("Speed-up", f"× {BASELINE}", "num"), ("Throughput", "img/s", "num"),
+           ("p90", "ms", "num"), ("Speed-up", f"× {BASELINE_TARGET}", "num"), ("Throughput", "img/s", "num"),
            ("Keypoint drift", "mean px", "num"), ("Cosine", "min of simcc_x/y", "num"),
            ("Executes", "ops per precision", "")]
 # (image kind, caption) in page order; a kind shows when the variant has that image.

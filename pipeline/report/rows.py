@@ -29,7 +29,6 @@ from pipeline.planning.plan import SYNTHETIC_WEIGHTS_SOURCE
 STATUSES = ("passed", "failed", "left out", "not built")
 PEER_STATUS = "peer"  # a peer baseline is measured, never verified: it is no job of the plan
 KINDS = ("target", "peer")
-BASELINE = "onnxruntime-fp32"
 MB = 1e6  # sizes are decimal megabytes
 
 

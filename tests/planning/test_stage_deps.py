@@ -215,3 +215,15 @@ def test_dvc_yaml_stages_depend_on_their_deps_file_and_data_only():
         sources = [d for d in body["deps"][1:] if d.startswith(("pipeline/", "stages/"))]
         assert sources == [], name  # derived from the code by `stage-deps`
     assert stages["stage-deps"]["deps"] == ["params.yaml", "stages", "pipeline", "hydra_plugins"]
+
+
+def test_the_data_table_names_the_folders_the_modules_read():
+    """closure.DATA restates where two modules read package data; it must name the folders they really read."""
+    from pipeline.inputs.golden import DATA_DIR
+    from pipeline.planning.closure import DATA
+    from pipeline.report.render import TEMPLATES
+
+    read = {"pipeline.inputs.golden": DATA_DIR, "pipeline.report.render": TEMPLATES}
+    assert set(DATA) == set(read)
+    for module, folder in read.items():
+        assert DATA[module] == (Path(folder).resolve().relative_to(REPO_ROOT.resolve()).as_posix(),)

@@ -10,7 +10,7 @@ from pipeline.config import RunConfig
 from pipeline.core.io import read_npz, write_json
 from pipeline.core.onnx_io import INPUT_NAME
 from pipeline.core.progress import progress_bar
-from pipeline.measure.benchmark import Candidate, machine, measure, method_sentence
+from pipeline.measure.benchmark import BASELINE_TARGET, Candidate, machine, measure, method_sentence
 from pipeline.measure.headline import fastest, latency_ratio
 from pipeline.measure.peers import build_peers
 from pipeline.planning.plan import spec_of
@@ -42,7 +42,6 @@ def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
     return _verification(metrics)
 
 
-BASELINE_TARGET = "onnxruntime-fp32"  # the benchmark's `speedup_vs_onnxruntime_fp32` divides its latency
 
 
 def _executed_precision(row: dict) -> str:
