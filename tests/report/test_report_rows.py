@@ -74,7 +74,7 @@ def test_headline_divides_by_the_fastest_peer():
     ([("b", 2.0, 0.2), ("a", 2.0, 0.2), ("c", 2.0, None)], [("p", 3.0, 0.1)], "a", "p"),  # unmeasured drift last
 ])
 def test_the_report_and_the_benchmark_pick_by_one_rule(targets, peers, pick, peer):
-    from pipeline.run.steps import headline as benchmark_headline
+    from pipeline.run.steps.benchmark import headline as benchmark_headline
 
     rows = [_row(name, "passed", ms, drift) for name, ms, drift in targets]
     peer_rows = [_row(name, "peer", ms, drift, "peer") for name, ms, drift in peers]
