@@ -8,7 +8,7 @@ nothing outside `pipeline/backends/` branches on a backend's name; it asks the f
   `default_runtime` receive that section only (`settings_of`), never the whole RunConfig;
 - `FILES`: the files its artifact consists of (`ArtifactFormat`, pipeline/backends/interface.py);
 - `INT8_FROM_QDQ`: whether its int8 builds from the shared Q/DQ graph of the `quantize` stage (else it
-  calibrates itself, from a `SelfCalibration`);
+  calibrates itself, from a `SelfCalibration`); read from its `BACKENDS` entry, like `PRECISIONS`;
 - `BOUND_TO_GPU`: whether its artifacts are bound to the GPU they were built on (`hardware_binding`);
 - `build(onnx_path, target, settings, out_dir, calibration=None) -> Path`;
 - `Runner(artifact_dir, target, settings, runtime=None, mode="latency")`, mapping `{name: ndarray}` to
@@ -45,13 +45,17 @@ class Backend:
     precisions: tuple[str, ...]  # the precisions it builds: declared here only, the module reads them
     package: str  # the Python package that provides its runtime
     extra: str  # the pip extra that installs it
+    # Whether its int8 builds from the shared Q/DQ graph (else it calibrates itself): declared here, like the
+    # precisions, because the plan reads it in every stage process, which must not import every backend.
+    int8_from_qdq: bool = False
 
 
 BACKENDS: dict[str, Backend] = {
-    "onnxruntime": Backend("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime"),
+    "onnxruntime": Backend("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime",
+                           int8_from_qdq=True),
     "openvino": Backend("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
     "ncnn": Backend("pipeline.backends.ncnn", ("fp32", "fp16"), "ncnn", "ncnn"),
-    "tensorrt": Backend("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt"),
+    "tensorrt": Backend("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt", int8_from_qdq=True),
 }
 
 
@@ -138,7 +142,7 @@ def backend_of_model_file(suffix: str) -> str | None:
 
 def int8_from_qdq(backend: str) -> bool:
     """Whether the backend's int8 target builds from the shared Q/DQ ONNX (else it calibrates itself)."""
-    return module(backend).INT8_FROM_QDQ
+    return BACKENDS[backend].int8_from_qdq
 
 
 def runtime_grid(backend: str, mode: str, threads: list[int], static_batches: list[int]) -> list[dict[str, Any]]:

@@ -62,7 +62,7 @@ IO_FILE = "io.json"
 # io.json also records the precision of the weights; pnnx converts for one image [1,3,H,W].
 FILES = ArtifactFormat(PARAM_FILE, weights=BIN_FILE, companions=(IO_FILE,), precision_record=(IO_FILE, "weights"),
                        one_image=True)
-INT8_FROM_QDQ = False  # no int8 target (PRECISIONS)
+INT8_FROM_QDQ = BACKENDS["ncnn"].int8_from_qdq  # False: no int8 target (PRECISIONS)
 BOUND_TO_GPU = False
 FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
 RUNTIME_KEYS = ("num_threads",)

@@ -50,7 +50,8 @@ PRECISIONS = BACKENDS["onnxruntime"].precisions
 SETTINGS = OnnxRuntimeConfig
 MODEL_FILE = "model.onnx"
 FILES = ArtifactFormat(MODEL_FILE)
-INT8_FROM_QDQ = True  # the Q/DQ graph, its activations re-expressed as uint8
+# True: the Q/DQ graph, its activations re-expressed as uint8 (declared in the registry entry)
+INT8_FROM_QDQ = BACKENDS["onnxruntime"].int8_from_qdq
 BOUND_TO_GPU = False
 RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "allow_spinning",
                 "static_batch", "sessions")

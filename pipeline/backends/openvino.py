@@ -60,7 +60,8 @@ PRECISIONS = BACKENDS["openvino"].precisions
 SETTINGS = OpenVINOConfig
 MODEL_FILE = "model.xml"
 FILES = ArtifactFormat(MODEL_FILE, weights="model.bin")
-INT8_FROM_QDQ = False  # NNCF quantizes the float IR itself, from the calibration set
+# False: NNCF quantizes the float IR itself, from the calibration set (declared in the registry entry)
+INT8_FROM_QDQ = BACKENDS["openvino"].int8_from_qdq
 BOUND_TO_GPU = False
 METADATA_KEY = "framework"  # convert_model keeps the ONNX's metadata_props under rt_info["framework"]
 RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",

@@ -44,7 +44,8 @@ SETTINGS = TensorRTConfig
 ENGINE_FILE, CACHE_FILE, INFO_FILE = "model.engine", "timing.cache", "engine.json"
 # The runner reads engine.json too (fingerprint, profile), which also records the precision built for.
 FILES = ArtifactFormat(ENGINE_FILE, companions=(INFO_FILE,), precision_record=(INFO_FILE, "precision"))
-INT8_FROM_QDQ = True  # strongly typed: the precision comes from the Q/DQ graph
+# True: strongly typed: the precision comes from the Q/DQ graph (declared in the registry entry)
+INT8_FROM_QDQ = BACKENDS["tensorrt"].int8_from_qdq
 BOUND_TO_GPU = True  # an engine runs only on the GPU, driver and TensorRT it was built with
 
 

@@ -12,12 +12,14 @@ from pathlib import PurePosixPath
 
 DIRNAME = "stage-deps"
 
-# Stage -> the plan section its dvc.yaml `foreach` iterates (None: a single stage). The demo's stages
-# (conf/train_demo.yaml) are not planned, but their code is a stage's code like any other.
+# Stage -> the plan section its dvc.yaml `foreach` iterates (None: a single stage). `demo-data`
+# (conf/train_demo.yaml) is not planned, but its code is a stage's code like any other. The frozen `train-demo`
+# has no deps file: a frozen stage's deps must exist in a fresh clone before any stage runs (`dvc repro --pull
+# --allow-missing` checks them first), so dvc.yaml gives it the source folders whole.
 SECTIONS: dict[str, str | None] = {
     "reference": "variants", "export": "variants", "simplify": "variants", "calibration": "calibrations",
     "quantize": "quantizations", "tune": "jobs", "build": "jobs", "verify": "jobs", "benchmark": "variants",
-    "evaluate": "evaluations", "report": None, "release": "variants", "demo-data": None, "train-demo": None,
+    "evaluate": "evaluations", "report": None, "release": "variants", "demo-data": None,
 }
 VARIANT_STAGES = tuple(name for name, section in SECTIONS.items() if section not in ("jobs", None))
 JOB_STAGES = tuple(name for name, section in SECTIONS.items() if section == "jobs")

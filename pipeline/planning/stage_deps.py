@@ -59,10 +59,9 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "report": ("targets", "plan.left_out"),
     "release": ("plan.left_out", *SPEC),
     "demo-data": (),  # its params are conf/train_demo.yaml's, listed in dvc.yaml
-    "train-demo": (),
 }
 # Stages that load backend modules by name (pipeline/backends/__init__.py `get`), which imports cannot show.
-BY_NAME = ("tune", "build", "verify", "benchmark", "evaluate", "report")
+BY_NAME = ("tune", "build", "verify", "benchmark", "evaluate", "report", "release")
 
 
 def stage_backends(cfg: Any, stage: str, entry: dict[str, Any]) -> tuple[str, ...]:
