@@ -10,12 +10,10 @@ is non-zero if any job failed, if nothing could be built, or, in a sweep, if any
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, fail
 from pipeline.planning.plan import register_resolvers
 from pipeline.report import build_report, report_dir, summary_line
 from pipeline.run.chain import FAILED, nothing_built, run_chain
@@ -46,9 +44,8 @@ def main(raw: DictConfig) -> None:
                 raise PipelineError(empty)
             results = run_chain(cfg)
             report = summary_line(build_report(cfg, report_dir(cfg)))  # failed jobs are rows of the report
-        except PipelineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(1) from None
+        except Exception as exc:  # the chain keeps job failures to their jobs; this is what stops the whole run
+            raise SystemExit(fail(exc)) from None
         print(report)
     write_results(hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), results, time.perf_counter() - start)
     width = max(len(job) for job, _ in results)

@@ -273,17 +273,31 @@ def register_schema() -> None:
 
 def to_schema(schema: type, raw: DictConfig | dict, source: str = "config", hint: str = "") -> Any:
     """Merge a composed config into its dataclass schema; a bad key, type or choice names the key."""
-    if isinstance(raw, DictConfig):  # plain data: a key Hydra added to a typed node (`+export.opsett=11`) fails
-        raw = OmegaConf.to_container(raw, resolve=True)
     try:
+        if isinstance(raw, DictConfig):  # plain data: a key Hydra added to a typed node (`+export.opsett=11`) fails
+            raw = OmegaConf.to_container(raw, resolve=True)
         loaded = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
     except OmegaConfBaseException as exc:
+        cause = _pipeline_cause(exc)
+        if cause is not None:  # a resolver (the plan) refused the config: its own one line, not OmegaConf's wrapper
+            raise cause from None
         key = getattr(exc, "full_key", None) or ""
         reason = str(exc).splitlines()[0]
         message = f"{source} key {key!r}: {reason}" if key else f"{source}: {reason}"
         raise ConfigError(message + (f"; {hint}" if hint else "")) from None
     _check_choices(loaded, source)
     return loaded
+
+
+def _pipeline_cause(exc: BaseException) -> PipelineError | None:
+    """The PipelineError that an OmegaConf error wraps (raised by a resolver while interpolating), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, PipelineError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _check_choices(section: Any, source: str = "config", prefix: str = "") -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import numpy as np
 from pipeline import backends
 from pipeline.backends import Target
 from pipeline.backends.runtime import ARTIFACT_META
-from pipeline.core.errors import InputError, PipelineError
+from pipeline.core.errors import InputError, PipelineError, fail
 from pipeline.core.onnx_io import INPUT_NAME, load_onnx
 from pipeline.model.decode import check_outputs, decode_to_image
 from pipeline.model.preprocess import preprocess_boxes
@@ -293,9 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         result = run(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, whoever raised it (pipeline.core.errors.fail)
+        return fail(exc)
     print(json.dumps(result))
     return 0
 

@@ -6,7 +6,7 @@ Writes `demo_coco_dir`/images/*.png and `demo_coco_dir`/annotations.json.
 
 import sys
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import fail
 from pipeline.demo.config import load_train_demo_config
 from pipeline.inputs.figures import write_coco
 
@@ -15,9 +15,8 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_train_demo_config(argv)
         out = write_coco(cfg.demo_coco_dir, cfg.coco_images, cfg.coco_seed, tuple(cfg.coco_image_size))
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, whoever raised it (pipeline.core.errors.fail)
+        return fail(exc)
     print(f"demo-data: {cfg.coco_images} images in {out}", file=sys.stderr)
     return 0
 

@@ -6,7 +6,7 @@ Writes `demo_checkpoint` (mmpose format, byte-stable) and `demo_metrics` (JSON, 
 
 import sys
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import fail
 from pipeline.core.io import remove_outputs
 from pipeline.demo.config import load_train_demo_config
 from pipeline.demo.train import save_demo_checkpoint, train, write_metrics
@@ -19,9 +19,8 @@ def main(argv: list[str]) -> int:
         result = train(cfg)
         save_demo_checkpoint(cfg.demo_checkpoint, result, cfg)
         write_metrics(cfg.demo_metrics, result, cfg)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, whoever raised it (pipeline.core.errors.fail)
+        return fail(exc)
     print(f"train-demo: {cfg.demo_checkpoint} mean error {result.metrics['mean_error_px']:.2f} px, "
           f"peak prob {result.metrics['peak_prob']:.3f}, {result.images_per_s:.1f} img/s", file=sys.stderr)
     return 0

@@ -17,10 +17,18 @@ import onnx
 
 from pipeline.check.verify import torch_reference
 from pipeline.config import ModelConfig
-from pipeline.core.onnx_io import OUTPUT_NAMES, canonicalize_io, check_io, load_onnx, load_onnx_bytes, run_fp32
+from pipeline.core.digest import sha256_file
+from pipeline.core.onnx_io import (
+    OUTPUT_NAMES,
+    canonicalize_io,
+    check_finite_weights,
+    check_io,
+    load_onnx,
+    load_onnx_bytes,
+    run_fp32,
+)
 from pipeline.model.spec import ModelSpec
 from pipeline.planning.plan import model_config, spec_of, variant_entry
-from pipeline.sources.checkpoint import sha256_file
 from pipeline.sources.describe import resolve_path, source_kind
 from pipeline.sources.sdk import read_sdk
 from pipeline.sources.weights import WeightsInfo, build_reference_model
@@ -38,6 +46,7 @@ def supplied_onnx(model_cfg: ModelConfig, spec: ModelSpec) -> onnx.ModelProto:
         proto = load_onnx_bytes(sdk.onnx_bytes, f"{model_cfg.checkpoint}:{sdk.net}")
     else:
         proto = load_onnx(path)
+    check_finite_weights(proto, f"model.checkpoint={model_cfg.checkpoint}")
     canonicalize_io(proto, spec)
     check_io(proto, spec, f"model.checkpoint={model_cfg.checkpoint}")
     return proto

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from pipeline.core.errors import InputError
+from pipeline.core.finite import non_finite
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("simcc_x", "simcc_y")
@@ -35,6 +36,27 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     except Exception as exc:  # onnx raises DecodeError or ValueError on damaged files
         raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}); "
                          "re-export or re-download it") from None
+
+
+def weight_arrays(model: onnx.ModelProto):
+    """(name, array) of every initializer and Constant node value of the main graph, lazily."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        yield init.name, numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield node.output[0], numpy_helper.to_array(attr.t)
+
+
+def check_finite_weights(model: onnx.ModelProto, source: str) -> None:
+    """Refuse a graph whose weights hold NaN or ±Inf (every output would be NaN); InputError names them."""
+    found = non_finite(weight_arrays(model))
+    if found:
+        raise InputError(f"{source} holds non-finite weights: {found}; the model file is damaged or its training "
+                         "diverged: use an earlier or re-downloaded model")
 
 
 def load_onnx_bytes(data: bytes, source: str) -> onnx.ModelProto:

@@ -13,6 +13,7 @@ import onnx
 
 from pipeline.config import SimplifyConfig
 from pipeline.core.errors import VerificationError
+from pipeline.core.finite import non_finite
 from pipeline.core.onnx_io import check_io, get_metadata, run_fp32, set_metadata
 from pipeline.core.versions import tool_versions
 from pipeline.model.spec import ModelSpec
@@ -49,6 +50,10 @@ def simplify_onnx(source: onnx.ModelProto, spec: ModelSpec, cfg: SimplifyConfig,
     set_metadata(simplified, metadata)
     check_io(simplified, spec, f"model simplified by {cfg.tool}")
     before, after = run_fp32(source, inputs), run_fp32(simplified, inputs)
+    found = non_finite(before.items())
+    if found:  # the simplifier is not to blame for what the export already computes
+        raise VerificationError(f"the exported graph itself outputs non-finite values on the golden inputs ({found}), "
+                                "before any simplification; check the model's weights and its export")
     # np.max over all outputs at once: Python's max(0.0, nan) would drop a NaN in a later output.
     max_abs = float(np.max([np.max(np.abs(before[k].astype(np.float64) - after[k])) for k in before]))
     if not np.isfinite(max_abs) or max_abs > cfg.atol:

@@ -6,7 +6,9 @@ manifest: per target the sha256 of each file, the precision (named and executed)
 figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings `tune`
 measured (pipeline/backends/runtime.py; written into the shipped artifact.json and detail.json) next to what
 verify ran, and the tool versions. A job that failed, was not built or was left out never appears there; the manifest
-lists it under `withheld` with the reason. Ship from `artifacts/release/`.
+lists it under `withheld` with the reason. A passed verdict ships only the bytes it judged: verify records the
+sha256 of every artifact file, of the reference and of the tune record (pipeline/check/binding.py), and an
+artifact whose bytes differ now is withheld with the files named. Ship from `artifacts/release/`.
 
 The file hashes are the same on every x86 CPU wherever the artifacts are (pipeline/reproduce.py
 compares them one by one) except artifact.json and the SDK files, which carry the tuned runtime
@@ -21,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends.runtime import ARTIFACT_META, tuned_runtime
+from pipeline.check.binding import RECORD_KEY, changed_since_verified
+from pipeline.core.digest import changed_files, tree_digests
 from pipeline.core.io import atomic_path, write_json
 from pipeline.package.dropin import write_dropin
 from pipeline.planning.plan import spec_of, variant_entry
-from pipeline.sources.checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
 # Verification figures copied into the manifest (the full metrics stay in artifacts/<variant>/metrics/).
@@ -84,13 +87,22 @@ def release(cfg, variant: str) -> Path:
                                                                      else "not verified")
                 withheld[target] = reason
                 continue
+            changed = changed_since_verified(metrics.get(RECORD_KEY), artifact, job_entry["reference"],
+                                             job_entry["tune"])
+            if changed:  # the verdict belongs to other bytes
+                withheld[target] = f"{changed}; rerun verify@{job} (dvc repro, or python -m pipeline)"
+                print(f"release {variant}: withheld {target}: {withheld[target]}")
+                continue
             shutil.copytree(artifact, tmp / target)
             meta = _record_tuned_runtime(tmp / target, artifact, cfg, variant)
             shipped[target] = {
                 "precision": job_entry["precision"],
                 "backend": job_entry["backend"],
-                "files": {str(p.relative_to(tmp / target)): sha256_file(p)
-                          for p in sorted((tmp / target).rglob("*")) if p.is_file()},
+                "files": tree_digests(tmp / target),
+                # What verify judged (artifact files, reference, tune record); release rewrites only the files
+                # that carry the tuned runtime settings (artifact.json and the SDK's), listed here.
+                "verified_sha256": metrics[RECORD_KEY],
+                "rewritten_at_release": changed_files(metrics[RECORD_KEY]["artifact"], tree_digests(tmp / target)),
                 "verification": _summary(metrics),
                 # What a consumer runs it with: the settings `tune` measured per mode (pipeline/backends/runtime.py;
                 # {} where none were measured: the backend's defaults), and what verify's Runner ran.

@@ -5,8 +5,11 @@ a variant whose reference/export/simplify fails fails its jobs; a calibration se
 made, or a quantization that fails, fails the INT8 jobs only; a build, tune (pipeline/measure/tune.py, on
 the built artifact) or verification fails its job. Each failure is recorded as the job's metrics file
 (`passed: false` with the one-line reason), so the report shows it, and the results list says it. The
-verified artifacts are then released (pipeline/package/release.py). The default calibration set (the
-demo's COCO-format set) is made on demand where it is absent, as `dvc repro` would make it.
+verified artifacts are then released (pipeline/package/release.py). Any exception counts, not only the
+project's own errors: a runtime or tool that raises its own (onnxruntime refusing a corrupt file, OpenVINO
+failing to compile) fails the jobs it concerns with its one line (pipeline.core.errors.one_line), and the
+rest of the chain goes on; Ctrl-C (KeyboardInterrupt, not an Exception) still stops it. The default
+calibration set (the demo's COCO-format set) is made on demand where it is absent, as `dvc repro` would.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from pipeline import backends
 from pipeline.check.evaluate import evaluate
 from pipeline.config import RunConfig
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import VerificationError, one_line
 from pipeline.core.io import write_json
 from pipeline.demo.config import default_train_demo_config
 from pipeline.inputs.figures import write_coco
@@ -48,9 +51,11 @@ def ensure_demo_calibration_set(cfg: RunConfig) -> None:
     write_coco(wanted, demo.coco_images, demo.coco_seed, tuple(demo.coco_image_size))
 
 
-def _failed_jobs(cfg: RunConfig, jobs: list[str], stage: str, error: PipelineError) -> list[tuple[str, str]]:
-    """Record `error` as the metrics of every job in `jobs`; their result rows."""
+def _failed_jobs(cfg: RunConfig, jobs: list[str], stage: str, exc: Exception) -> list[tuple[str, str]]:
+    """Record `exc` (its one line, pipeline.core.errors.one_line) as the metrics of every job in `jobs`; their
+    result rows."""
 
+    error = one_line(exc)
     for job in jobs:
         entry = cfg.plan["jobs"][job]
         write_json(entry["metrics"], {"job": job, "target": entry["target"], "precision": entry["precision"],
@@ -68,7 +73,7 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             reference(cfg, variant)
             export(cfg, variant)
             simplify(cfg, variant)
-        except PipelineError as exc:
+        except Exception as exc:
             results += _failed_jobs(cfg, jobs, "prepare", exc)
             continue
         int8 = [j for j in jobs if cfg.plan["jobs"][j]["precision"] == "int8"]
@@ -80,37 +85,42 @@ def run_chain(cfg: RunConfig) -> list[tuple[str, str]]:
             if variant in cfg.plan["quantizations"]:
                 try:
                     quantize(cfg, variant)
-                except PipelineError as exc:
+                except Exception as exc:
                     results += _failed_jobs(cfg, qdq, "quantize", exc)
                     jobs = [j for j in jobs if j not in qdq]
-        except PipelineError as exc:
+        except Exception as exc:
             results += _failed_jobs(cfg, int8, "calibration", exc)
             jobs = [j for j in jobs if j not in int8]
         for job in jobs:
             try:
                 build(cfg, job)
-            except PipelineError as exc:
+            except Exception as exc:
                 results += _failed_jobs(cfg, [job], "build", exc)
                 continue
             try:
                 tune(cfg, job)
-            except PipelineError as exc:
+            except Exception as exc:
                 results += _failed_jobs(cfg, [job], "tune", exc)
                 continue
             try:
                 verify(cfg, job)
                 results.append((job, PASSED))
-            except PipelineError as exc:
+            except VerificationError as exc:  # verify wrote the metrics with every breach
                 results.append((job, f"{FAILED}: {exc}"))
+            except Exception as exc:  # the runtime could not run the artifact: no metrics were written
+                results += _failed_jobs(cfg, [job], "verify", exc)
 
     for variant in cfg.plan["variants"]:
-        release(cfg, variant)  # what passed, whatever else failed
+        try:
+            release(cfg, variant)  # what passed, whatever else failed
+        except Exception as exc:
+            results.append((f"{variant} release", f"{FAILED}: {one_line(exc)}"))
     for variant in cfg.plan["evaluations"]:
         try:
             evaluate(cfg, variant)
             results.append((f"{variant} evaluate", PASSED))
-        except PipelineError as exc:
-            results.append((f"{variant} evaluate", f"{FAILED}: {exc}"))
+        except Exception as exc:
+            results.append((f"{variant} evaluate", f"{FAILED}: {one_line(exc)}"))
     results += [(job, f"{LEFT_OUT}: {reason}") for job, reason in cfg.plan["left_out"].items()]
     return results
 

@@ -2,17 +2,18 @@
 
 `python stages/<stage>.py <variant-or-job> [key=value ...]` composes `conf/` with the overrides;
 `python stages/<stage>.py <variant-or-job> --params params.yaml` (what dvc.yaml runs) reads the
-composed params instead. Errors print one line, `error: ...`, and exit 1.
+composed params instead. Errors print one line, `error: ...`, and exit 1: the project's own, and any other
+exception (a runtime's, a tool's, a bug) as its package, type and first line; `PIPELINE_DEBUG=1` re-raises
+those with their traceback, for a bug report.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import fail
 from pipeline.run.configure import load_config
 
 
@@ -28,7 +29,6 @@ def run_stage(step: Callable[..., Any], what: str | None, argv: list[str] | None
     try:
         cfg = load_config(args.overrides, args.params)
         step(cfg, getattr(args, what)) if what else step(cfg)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # a runtime's or tool's own error is one line too (pipeline.core.errors.fail)
+        return fail(exc)
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, fail
 from pipeline.run.chain import nothing_built, run_chain
 from pipeline.run.configure import validate
 
@@ -47,9 +47,8 @@ def _job_main(config_file: str, results_file: str) -> int:
         if empty:
             raise PipelineError(empty)
         results = run_chain(cfg)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, whoever raised it (pipeline.core.errors.fail)
+        return fail(exc)
     Path(results_file).write_text(json.dumps(results) + "\n", encoding="utf-8")
     return 0
 

@@ -23,7 +23,6 @@ from the file is ever imported or called.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,7 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.core.digest import sha256_file
 from pipeline.core.errors import InputError
+from pipeline.core.finite import non_finite
 from pipeline.sources.mmpose_config import config_text, dataset_meta
 
 PREFIXES = ("module.", "model.")
@@ -97,14 +98,6 @@ class LoadedWeights:
     form: str
     sha256: str
     notes: tuple[str, ...] = field(default=())  # what was done to the file's tensors, for the record
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(text: str) -> str:
@@ -193,7 +186,9 @@ def load_weights(path: str | Path, trust_pickle: bool = False) -> LoadedWeights:
     digest = sha256_file(path)
     notes: list[str] = []
     if isinstance(obj, torch.nn.Module):
-        return LoadedWeights(_model_weights(obj.state_dict(), notes), {}, "pickled-model", digest, tuple(notes))
+        weights = _model_weights(obj.state_dict(), notes)
+        check_finite_state_dict(weights, path)
+        return LoadedWeights(weights, {}, "pickled-model", digest, tuple(notes))
     if not isinstance(obj, dict):
         raise InputError(f"model.checkpoint={path} holds a {type(obj).__name__}, not a checkpoint or state_dict")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -212,7 +207,19 @@ def load_weights(path: str | Path, trust_pickle: bool = False) -> LoadedWeights:
     if not any(k.startswith(MODEL_PREFIXES) for k in weights):
         raise InputError(f"model.checkpoint={path} ({form}) holds no backbone/head weights (keys such as "
                          f"{', '.join(list(weights)[:3])}); it is not a pose model checkpoint")
+    check_finite_state_dict(weights, path)
     return LoadedWeights(weights, meta, form, digest, tuple(notes))
+
+
+def check_finite_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or ±Inf (a diverged training run, a damaged file) before anything is built
+    from them: every output of such a network is NaN, and each later stage would blame itself.
+
+    Raises InputError naming the tensors and their counts."""
+    found = non_finite((k, v.numpy()) for k, v in state_dict.items() if v.is_floating_point())
+    if found:
+        raise InputError(f"model.checkpoint={path} holds non-finite weights: {found}; the checkpoint is damaged "
+                         "or its training diverged: use an earlier or re-downloaded checkpoint")
 
 
 def load_into_model(model: torch.nn.Module, weights: LoadedWeights, source: str) -> None:

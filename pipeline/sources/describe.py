@@ -28,7 +28,14 @@ from typing import Any
 
 from pipeline.config import REPO_ROOT
 from pipeline.core.errors import ConfigError, InputError
-from pipeline.core.onnx_io import get_metadata, io_dims, load_onnx, load_onnx_bytes, pin_keypoint_dim
+from pipeline.core.onnx_io import (
+    check_finite_weights,
+    get_metadata,
+    io_dims,
+    load_onnx,
+    load_onnx_bytes,
+    pin_keypoint_dim,
+)
 from pipeline.model.presets import SCALES, preset_spec, scale_of
 from pipeline.model.rtmpose import P5_STAGES, stage_channels
 from pipeline.model.spec import (
@@ -281,6 +288,7 @@ def _describe_onnx_source(path: Path, model_cfg: Any, kind: str) -> ModelSpec:
     else:
         proto = load_onnx(path)
         name = ""
+    check_finite_weights(proto, f"model.checkpoint={source}")
     return describe_onnx(proto, name or None, source, facts, path)
 
 

@@ -8,13 +8,13 @@ from pipeline import backends
 from pipeline.backends.interface import SelfCalibration
 from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import RunConfig
+from pipeline.core.digest import sha256_file
 from pipeline.core.io import atomic_path, write_json
 from pipeline.core.onnx_io import get_metadata, load_onnx
 from pipeline.core.versions import tool_versions
 from pipeline.package.dropin import write_dropin
 from pipeline.planning.plan import spec_of
 from pipeline.run.steps.common import _job_entry, _job_sources
-from pipeline.sources.checkpoint import sha256_file
 
 
 def build(cfg: RunConfig, job: str) -> Path:

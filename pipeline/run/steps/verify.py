@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline import backends
 from pipeline.backends.runtime import recorded_runtime
+from pipeline.check.binding import RECORD_KEY, bytes_judged
 from pipeline.check.verify import (
     Golden,
     check_execution_precision,
@@ -27,6 +28,7 @@ def verify(cfg: RunConfig, job: str) -> dict:
     golden = Golden.from_arrays(read_npz(_require(entry["reference"], "reference", entry["variant"])),
                                 entry["reference"])
     artifact = _require(entry["artifact"], "build", job)
+    judged = bytes_judged(artifact, entry["reference"], entry["tune"])  # before any runtime opens the files
     runner = backends.open_runner(artifact, target, cfg.backends)  # the artifact's recorded latency settings
     metrics = verify_artifact(lambda inputs: runner({INPUT_NAME: inputs}), golden, tolerance,
                               cfg.verify.min_peak_margin, recorded_normalizations(artifact))
@@ -42,7 +44,7 @@ def verify(cfg: RunConfig, job: str) -> dict:
     metrics["passed"] = not metrics["breaches"]
     metrics.update({"job": job, "target": target.name, "precision": target.precision,
                     "tolerance": vars(tolerance), "runtime_settings": runner.settings,
-                    "num_inputs": int(golden.inputs.shape[0])})
+                    "num_inputs": int(golden.inputs.shape[0]), RECORD_KEY: judged})
     write_json(entry["metrics"], metrics)
     for line in summary_lines(job, metrics):
         print(line)
