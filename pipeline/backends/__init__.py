@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from pipeline.backends.interface import ArtifactFormat
-from pipeline.core.errors import ConfigError, RuntimeMissingError
+from pipeline.core.errors import ConfigError, InputError, PipelineError, RuntimeMissingError, one_line
 from pipeline.core.hardware import gpu_fingerprint
 
 
@@ -125,9 +125,18 @@ def settings_of(backends_cfg: Any, backend: str) -> Any:
 
 def open_runner(artifact_dir: str | Path, target: Target, backends_cfg: Any, runtime: Mapping | None = None,
                 mode: str = "latency") -> Any:
-    """The target's Runner on `artifact_dir`, given its backend's section of `backends_cfg` only."""
-    return get(target.backend).Runner(Path(artifact_dir), target, settings_of(backends_cfg, target.backend),
-                                      runtime, mode)
+    """The target's Runner on `artifact_dir`, given its backend's section of `backends_cfg` only.
+
+    Raises InputError when the runtime cannot open the artifact (a damaged or foreign file): the runtime's own
+    error on one line (pipeline.core.errors.one_line) with the folder named; the project's own errors as they are."""
+    module_ = get(target.backend)
+    try:
+        return module_.Runner(Path(artifact_dir), target, settings_of(backends_cfg, target.backend), runtime, mode)
+    except PipelineError:
+        raise
+    except Exception as exc:  # onnxruntime, OpenVINO, ncnn or onnx refusing the files
+        raise InputError(f"{target.backend} cannot open the artifact {artifact_dir} ({one_line(exc)}); "
+                         "rebuild it (dvc repro build@<job>, or python -m pipeline)") from None
 
 
 def files(backend: str) -> ArtifactFormat:

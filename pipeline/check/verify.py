@@ -43,7 +43,7 @@ import numpy as np
 from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import Tolerance
 from pipeline.core.errors import ConfigError
-from pipeline.core.onnx_io import OUTPUT_NAMES, get_metadata
+from pipeline.core.onnx_io import OUTPUT_NAMES, get_metadata, load_onnx
 from pipeline.model.decode import SIMCC_SPLIT_RATIO, confident_keypoints, simcc_argmax
 from pipeline.model.preprocess import normalize
 from pipeline.model.spec import PreprocessSpec
@@ -350,9 +350,7 @@ def recorded_normalizations(artifact_dir: Path) -> dict[str, PreprocessSpec]:
             recorded[PIPELINE_JSON] = found
     metadata: Mapping[str, str] = {}
     if (artifact_dir / "model.onnx").is_file():
-        import onnx
-
-        metadata = get_metadata(onnx.load(str(artifact_dir / "model.onnx"), load_external_data=False))
+        metadata = get_metadata(load_onnx(artifact_dir / "model.onnx"))  # a damaged file: InputError naming it
     elif (artifact_dir / ARTIFACT_META).is_file():
         metadata = json.loads((artifact_dir / ARTIFACT_META).read_text(encoding="utf-8")).get("onnx_metadata", {})
     found = onnx_metadata_normalization(metadata)

@@ -23,19 +23,22 @@ class VerificationError(PipelineError):
 
 # Set to 1 to get the traceback of an unexpected error instead of its one line (for a bug report).
 DEBUG_ENV = "PIPELINE_DEBUG"
+MESSAGE_CHARS = 450  # of a foreign exception's message, in one line
 
 
 def one_line(exc: BaseException) -> str:
     """The line a user sees for any exception: a PipelineError's own message; for anything else (a runtime's or a
-    tool's own error, a bug) the package that raised it, the exception type and the first line of its message,
-    e.g. "onnxruntime InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model ... failed"."""
+    tool's own error, a bug) the exception type (with its package where that is not Python's) and its message on
+    one line. Runtimes put the cause last (OpenVINO: "Exception from src/inference/src/cpp/core.cpp:84:" then the
+    check that failed, then the parse error), so the lines are joined and a long message keeps its head and tail."""
     if isinstance(exc, PipelineError):
         return str(exc)
     origin = type(exc).__module__.partition(".")[0]
     kind = type(exc).__name__ if origin == "builtins" else f"{origin} {type(exc).__name__}"
-    text = str(exc).strip()
-    first = text.splitlines()[0][:300] if text else "no message"
-    return f"{kind}: {first}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "no message"
+    if len(text) > MESSAGE_CHARS:
+        text = text[: MESSAGE_CHARS // 3] + " … " + text[-(MESSAGE_CHARS * 2 // 3):]
+    return f"{kind}: {text}"
 
 
 def fail(exc: Exception) -> int:

@@ -41,4 +41,6 @@ def test_one_line_names_a_foreign_exception_by_its_package():
         onnxruntime.InferenceSession(b"not an onnx model")
     line = one_line(caught.value)
     assert line.startswith("onnxruntime ") and "\n" not in line, line
-    assert one_line(ValueError("bad\nsecond line")) == "ValueError: bad"
+    assert one_line(ValueError("where:\n  the cause\n")) == "ValueError: where: the cause"
+    long = one_line(RuntimeError("head " + "x" * 2000 + " the cause"))
+    assert long.startswith("RuntimeError: head ") and long.endswith(" the cause") and len(long) < 500
