@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import pytest
 import torch
 
 from pipeline.config import RunConfig
+from pipeline.core.hardware import nvidia_gpu_present
 from pipeline.graph.export import export_onnx
 from pipeline.inputs.golden import golden_crops, photo_crops, random_inputs
 from pipeline.model.preprocess import normalize
@@ -53,10 +55,6 @@ REQUIRE_GPU = "PIPELINE_REQUIRE_GPU"
 
 def gpu_unavailable_reason() -> str:
     """'' where `gpu` tests can run (an NVIDIA GPU, TensorRT, a torch that sees CUDA), else why not."""
-    import importlib.util
-
-    from pipeline.core.hardware import nvidia_gpu_present
-
     if not nvidia_gpu_present():
         return "needs an NVIDIA GPU: nvidia-smi lists none on this host"
     if importlib.util.find_spec("tensorrt") is None:
