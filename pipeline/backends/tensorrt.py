@@ -82,7 +82,7 @@ def engine_graph(onnx_path: Path, target: Target, settings: TensorRTConfig) -> o
 
 
 def network_flags(trt) -> int:
-    """`create_network` flags of a strongly typed network, for TensorRT 10 and 11.
+    """`create_network` flags of a strongly typed network, for TensorRT 10 and 11 (`trt`: the tensorrt module).
 
     TensorRT 10 builds strongly typed only with NetworkDefinitionCreationFlag.STRONGLY_TYPED; TensorRT 11
     deprecated the flag and ignores it (every network is strongly typed: "Strongly typed networks are now
