@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import pytest
 import torch
 
 from pipeline.config import RunConfig
+from pipeline.core.hardware import nvidia_gpu_present
 from pipeline.graph.export import export_onnx
 from pipeline.inputs.golden import golden_crops, photo_crops, random_inputs
 from pipeline.model.preprocess import normalize
@@ -43,6 +45,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 VARIANT = "rtmpose-t_coco17_256x192"
 FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32")
+
+
+# --------------------------------------------------------------------------------------------- the gpu marker
+
+# Set (to 1) on GPU runners: a `gpu` test that cannot run there fails the session instead of skipping.
+REQUIRE_GPU = "PIPELINE_REQUIRE_GPU"
+
+
+def gpu_unavailable_reason() -> str:
+    """'' where `gpu` tests can run (an NVIDIA GPU, TensorRT, a torch that sees CUDA), else why not."""
+    if not nvidia_gpu_present():
+        return "needs an NVIDIA GPU: nvidia-smi lists none on this host"
+    if importlib.util.find_spec("tensorrt") is None:
+        return "needs TensorRT: pip install -e '.[tensorrt]' --extra-index-url https://pypi.nvidia.com"
+    if not torch.cuda.is_available():
+        return "needs a CUDA build of torch: torch.cuda.is_available() is False"
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip with the reason where they cannot run (fail where PIPELINE_REQUIRE_GPU=1)."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    reason = gpu_unavailable_reason() if marked else ""
+    if not reason:
+        return
+    if os.environ.get(REQUIRE_GPU) == "1":
+        raise pytest.UsageError(f"{REQUIRE_GPU}=1 but {len(marked)} gpu test(s) cannot run: {reason}")
+    for item in marked:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # --------------------------------------------------------------------------------------------- config,

@@ -6,9 +6,12 @@ Precisions: fp16 and int8, built as *strongly typed* networks: TensorRT 10 depre
 TensorRT 11 removed the builder precision flags, so precision comes from the ONNX graph itself:
 an FP16 graph (pipeline/graph/fp16.py, the overflow-prone ops kept in float32) for fp16, the shared Q/DQ
 graph (pipeline/graph/quantize.py) for int8. Optimization profile: min/opt/max batch from
-`backends.tensorrt`. Written against the TensorRT 10 Python API (`tensorrt.Builder`,
-`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `OnnxParser`, `build_serialized_network`,
-`IExecutionContext.execute_async_v3`); device memory comes from torch's CUDA allocator. Engines are
+`backends.tensorrt`. Uses only Python APIs present in both TensorRT 10 and 11 (`tensorrt.Builder`,
+`OnnxParser`, `build_serialized_network`, `IExecutionContext.execute_async_v3`, the engine inspector;
+`NetworkDefinitionCreationFlag.STRONGLY_TYPED` where it exists, see `network_flags`):
+tests/backends/test_backend_tensorrt.py scans this file for the APIs TensorRT 11 (and 10) removed.
+`engine_graph` is the ONNX each engine is built from; pipeline/check/preview.py runs it on CPU in
+onnxruntime as a preview. Device memory comes from torch's CUDA allocator. Engines are
 built with `ProfilingVerbosity.DETAILED`, so that the engine inspector reports each layer's output
 type, from which the runner counts the precision the engine executes (`layer_precisions`).
 
@@ -17,7 +20,8 @@ at build time) and no peer (a user without this pipeline would start from onnxru
 
 TensorRT installs only from NVIDIA's package index, which the development machines here cannot
 reach, so this module has not been run here: the plan leaves TensorRT jobs out on hosts without
-an NVIDIA GPU, and CI's GPU workflow is where it runs.
+an NVIDIA GPU, and CI's GPU workflow is where it runs (`pytest -m gpu`: the engine contract tests
+in tests/backends/test_backend_tensorrt.py, then the pipeline's TensorRT stages).
 """
 
 from __future__ import annotations
@@ -56,14 +60,36 @@ def unavailable_reason(target: Target) -> str:
     return ""
 
 
-def _graph_for(onnx_path: Path, target: Target, settings: TensorRTConfig) -> bytes:
+def engine_graph(onnx_path: Path, target: Target, settings: TensorRTConfig) -> onnx.ModelProto:
+    """The exact ONNX graph `build` hands TensorRT's parser for `target` (a strongly typed network takes
+    every tensor's type from it).
+
+    `onnx_path`: the simplified float32 ONNX (fp16) or the quantize stage's Q/DQ ONNX (int8).
+    fp16: the graph converted by pipeline/graph/fp16.py: float tensors float16, except the outputs of
+    `settings.fp16_keep_float_ops` / `fp16_keep_float_nodes` (and the Casts around them); graph input
+    `input` [N,3,H,W] and outputs `simcc_x`/`simcc_y` stay float32, as the Runner feeds and reads them.
+    int8: the Q/DQ graph unchanged (signed, symmetric int8; TensorRT's explicit quantization).
+    It is plain ONNX: pipeline/check/preview.py runs it in onnxruntime on CPU.
+    Raises ConfigError for an int8 target given a graph without QuantizeLinear nodes.
+    """
     model = onnx.load(str(onnx_path))
     if target.precision == "fp16":
-        model = convert_fp16(model, list(settings.fp16_keep_float_ops),
-                             float_nodes(model, list(settings.fp16_keep_float_nodes)))
-    elif not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return convert_fp16(model, list(settings.fp16_keep_float_ops),
+                            float_nodes(model, list(settings.fp16_keep_float_nodes)))
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
         raise ConfigError(f"{target.name} needs the Q/DQ model from the quantize stage, got {onnx_path}")
-    return model.SerializeToString()
+    return model
+
+
+def network_flags(trt) -> int:
+    """`create_network` flags of a strongly typed network, for TensorRT 10 and 11 (`trt`: the tensorrt module).
+
+    TensorRT 10 builds strongly typed only with NetworkDefinitionCreationFlag.STRONGLY_TYPED; TensorRT 11
+    deprecated the flag and ignores it (every network is strongly typed: "Strongly typed networks are now
+    the default", TensorRT 11.0.0 release notes), and a release without it gets 0, its default.
+    """
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 1 << int(flag) if flag is not None else 0
 
 
 def _input_shape(model_bytes: bytes) -> tuple[int | None, int, int]:
@@ -82,10 +108,10 @@ def build(onnx_path: Path, target: Target, settings: TensorRTConfig, out_dir: Pa
         raise ConfigError(f"targets: tensorrt builds {', '.join(PRECISIONS)}, not {target.precision!r}")
     if not settings.min_batch <= settings.opt_batch <= settings.max_batch:
         raise ConfigError("backends.tensorrt needs min_batch <= opt_batch <= max_batch")
-    graph = _graph_for(onnx_path, target, settings)
+    graph = engine_graph(onnx_path, target, settings).SerializeToString()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(graph):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -53,6 +53,11 @@ def is_install(step: dict) -> bool:
     return "-m venv" in step.get("run", "") and "pip install" in step.get("run", "")
 
 
+def is_gpu_tests(step: dict) -> bool:
+    """The `pytest -m gpu` step: its tests need the GPU, so the job's run on CPU leaves it to its own test."""
+    return "pytest" in step.get("run", "") and "-m gpu" in step.get("run", "")
+
+
 def evaluate(expression: str, contexts: dict[str, dict[str, str]]) -> str:
     """A GitHub expression made of `context.name` lookups joined by `||` (the first non-empty one wins)."""
     for operand in expression.split("||"):
@@ -118,6 +123,8 @@ def run_job(checkout: Path, contexts: dict[str, dict[str, str]], log: StageLog, 
             (checkout / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
             assert (checkout / ".venv" / "bin" / "dvc").is_file()
             continue
+        if is_gpu_tests(step):  # test_the_gpu_tests_step_skips_on_cpu_and_fails_where_a_gpu_is_required
+            continue
         if only is not None and only not in name:
             continue
         script = scratch / f"step-{number}.sh"
@@ -145,6 +152,23 @@ def contexts_for(remote: str) -> dict[str, dict[str, str]]:
     job_env["TARGETS"] = f"[{','.join(targets)}]"
     return {"vars": {"DVC_REMOTE_URL": remote} if remote else {}, "secrets": {},
             "github": {"event_name": "pull_request", "base_ref": "main"}, "env": job_env}
+
+
+def test_the_gpu_tests_step_skips_on_cpu_and_fails_where_a_gpu_is_required():
+    """The step's own command in this checkout (this interpreter for the fresh venv): on a host without a GPU the
+    gpu tests skip with the reason; with the step's PIPELINE_REQUIRE_GPU the run fails with that reason instead."""
+    (step,) = [s for s in load_job()["steps"] if is_gpu_tests(s)]
+    command = step["run"].replace(".venv/bin/python", PYTHON).split()
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_REQUIRE_GPU"}
+    skipped = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert skipped.returncode == 0, skipped.stdout[-3000:] + skipped.stderr[-3000:]
+    assert re.search(r"\b[3-9]\d* skipped\b", skipped.stdout) and " passed" not in skipped.stdout, skipped.stdout[-2000:]
+    assert "SKIPPED" in skipped.stdout and "needs an NVIDIA GPU" in skipped.stdout, skipped.stdout[-2000:]
+    required = subprocess.run(command, cwd=REPO_ROOT, env={**env, **step["env"]}, capture_output=True, text=True,
+                              timeout=900)
+    assert required.returncode != 0, required.stdout[-2000:]
+    assert "PIPELINE_REQUIRE_GPU=1 but" in required.stderr and "needs an NVIDIA GPU" in required.stderr, \
+        required.stderr[-2000:]
 
 
 @pytest.fixture()
