@@ -20,14 +20,16 @@ from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, write_dropin
 from pipeline.sources.sdk import SDK_FILES
 
 from conftest import VARIANT, photo_inputs
-from fp32_artifacts import TARGETS, artifact_dir, build_fp32_artifacts, reference_pose
+from fp32_artifacts import TARGETS, artifact_dir, build_fp32_artifacts, copy_fp32_artifacts, reference_pose
 
 BOX = [20, 10, 370, 512]
 
 
 @pytest.fixture(scope="module")
 def built(demo_onnx, tmp_path_factory):
-    cfg = build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+    """The drop-in files written beside a copy of the shared fp32 artifacts (tests/fp32_artifacts.py)."""
+    shared = build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+    cfg = copy_fp32_artifacts(shared, tmp_path_factory.mktemp("dropin"))
     for target in TARGETS:
         meta = json.loads((artifact_dir(cfg, target) / "artifact.json").read_text())
         write_dropin(artifact_dir(cfg, target), target, meta["variant"], meta["onnx_metadata"])
