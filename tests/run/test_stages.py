@@ -15,7 +15,17 @@ import pytest
 from pipeline.model.presets import preset_spec
 from pipeline.model.synthetic import synthetic_state_dict
 
-from conftest import FP32_TARGETS, VARIANT, files_under, run_python, run_stage, sha256, write_checkpoint
+from conftest import (
+    FP32_TARGETS,
+    VARIANT,
+    error_lines,
+    files_under,
+    one_line_error,
+    run_python,
+    run_stage,
+    sha256,
+    write_checkpoint,
+)
 
 SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 JOBS = [f"{VARIANT}.{target}" for target in FP32_TARGETS]
@@ -52,9 +62,12 @@ def test_every_stage_writes_its_outputs(chain):
     assert not [p for p in variant_dir.parent.rglob("*.tmp-*")]  # atomic writes left no temporaries
 
 
-def test_stages_are_quiet_on_stderr_when_they_pass(chain):
+def test_passing_stages_exit_0_without_an_error_or_a_traceback(chain):
+    """The outcome of each stage: exit 0 (the fixture), no `error:` line and no traceback on stderr. Anything else
+    there (a deprecation warning of an unpinned tool) is not the stage's outcome and is not judged."""
     _, runs = chain
-    assert {name: r.stderr for name, r in runs.items() if r.stderr.strip()} == {}
+    assert {name: r.returncode for name, r in runs.items()} == dict.fromkeys(runs, 0)
+    assert {name: r.stderr for name, r in runs.items() if "Traceback" in r.stderr or error_lines(r.stderr)} == {}
 
 
 @pytest.mark.parametrize("target", FP32_TARGETS)
@@ -120,11 +133,7 @@ BAD_INPUTS = {
 
 
 def assert_one_error_line(result, fragment: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert fragment in lines[0]
+    assert fragment in one_line_error(result)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
