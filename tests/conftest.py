@@ -360,7 +360,10 @@ def demo_chain(tmp_path_factory) -> DemoChain:
     coco = root / "coco"
     data = run_python("-m", "stages.demo_data", f"demo_coco_dir={coco}", "coco_images=40", cwd=root)
     assert data.returncode == 0, data.stderr
+    # tune.enabled=false: no test of this chain is about tuning (tests/measure/test_tune.py is); the artifacts run
+    # with `backends.*` settings.
     overrides = (f"model.checkpoint={DEMO_CHECKPOINT}", f"targets=[{','.join(TARGETS)}]",
-                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}")
+                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}",
+                 "tune.enabled=false")
     result = run_python("-m", "pipeline", *overrides, cwd=root, timeout=1800)
     return DemoChain(root / "out", overrides, result)

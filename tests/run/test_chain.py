@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT, VARIANT, one_line_error, run_python, sha256
 
-PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none"]
+# tune.enabled=false: these tests are about the chain's failures and outputs, not tuning (tests/measure/test_tune.py)
+PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none", "tune.enabled=false"]
 
 
 def run_pipeline(cwd: Path, *overrides: str, timeout: float = 900):
