@@ -13,7 +13,7 @@ from pipeline.backends import Target
 from pipeline.core.errors import InputError
 from pipeline.infer import estimate, open_artifact
 from pipeline.inputs.golden import DATA_DIR
-from pipeline.model.preprocess import load_rgb
+from pipeline.model.preprocess import crop, load_rgb, normalize
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import PreprocessSpec
 from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, write_dropin
@@ -147,6 +147,9 @@ def test_rtmlib_pose_matches_pipeline_infer(built, extracted, demo_model):
     same = reference_pose(demo_model, tuple(BOX))[2]
     np.testing.assert_allclose(keypoints[0][same], ours[same], atol=1e-3)
     assert np.all(scores[0] >= our_scores - 1e-5), "rtmlib's mean of the maxima is at least mmpose's min"
+    patch, _ = crop(image, BOX, (256, 192))
+    outputs = open_artifact(artifact_dir(built, "onnxruntime-fp32"), built).runner({"input": normalize(patch)[None]})
+    np.testing.assert_allclose(scores[0], 0.5 * (outputs["simcc_x"].max(-1) + outputs["simcc_y"].max(-1))[0], atol=1e-4)
 
 
 def test_mmdeploy_sdk_loads_the_directory(built):
