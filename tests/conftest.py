@@ -330,6 +330,22 @@ def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The `error: ...` lines of a stage's stderr (pipeline/run/cli.py prints one for a PipelineError)."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error line of a failed stage: exit 1, exactly one `error:` line, no traceback. Other stderr lines (an
+    unpinned tool's deprecation warning) are not the stage's outcome and are not judged."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    print(lines[0])  # shown with `pytest -rP`: the line a user gets
+    return lines[0]
+
+
 def run_stage(stage: str, name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python stages/<stage>.py <variant-or-job> [overrides]`, run from `cwd` (a tmp directory)."""
     return run_python(str(REPO_ROOT / "stages" / f"{stage}.py"), name, *overrides, cwd=cwd)
@@ -375,7 +391,10 @@ def demo_chain(tmp_path_factory) -> DemoChain:
     coco = root / "coco"
     data = run_python("-m", "stages.demo_data", f"demo_coco_dir={coco}", "coco_images=40", cwd=root)
     assert data.returncode == 0, data.stderr
+    # tune.enabled=false: no test of this chain is about tuning (tests/measure/test_tune.py is); the artifacts run
+    # with `backends.*` settings.
     overrides = (f"model.checkpoint={DEMO_CHECKPOINT}", f"targets=[{','.join(TARGETS)}]",
-                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}")
+                 f"calibration.coco_dir={coco}", "calibration.num_samples=32", f"out_dir={root / 'out'}",
+                 "tune.enabled=false")
     result = run_python("-m", "pipeline", *overrides, cwd=root, timeout=1800)
     return DemoChain(root / "out", overrides, result)

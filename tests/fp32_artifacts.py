@@ -41,6 +41,14 @@ def build_fp32_artifacts(onnx_path: Path, out_dir: Path):
     return cfg
 
 
+def copy_fp32_artifacts(shared_cfg, root: Path):
+    """cfg of a copy of the shared fp32 artifacts under `root`: a test that writes beside the artifacts (drop-in
+    files, an evaluation) writes into its own copy, never into the folder test_infer and test_evaluate read."""
+    out = root / "fp32-artifacts"
+    shutil.copytree(shared_cfg.out_dir, out)
+    return load_config(fp32_overrides(out))
+
+
 def artifact_dir(cfg, target: str) -> Path:
     return Path(cfg.plan["jobs"][f"{VARIANT}.{target}"]["artifact"])
 

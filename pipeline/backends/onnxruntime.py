@@ -6,7 +6,11 @@ Artifact: `model.onnx`. Precisions:
 - int8: the shared Q/DQ graph from the `quantize` stage (pipeline/graph/quantize.py), its activations
   re-expressed exactly as uint8 (zero point 128), the form onnxruntime's x86 int8 kernels are fast at.
 Runtime: `onnxruntime.InferenceSession`, CPU execution provider (tested with 1.32). The precision is
-read from the artifact, not assumed: `execution_precision` counts its initializers by element type.
+read from what the session executes, not from the file: `execution_precision` counts the nodes of one profiled
+run (`SessionOptions.enable_profiling`) by the element type of the tensors each node reads. On x86 the CPU
+provider has no float16 Conv or MatMul: it casts the fp16 graph's weights to float32 when the session is made
+and runs them in float32, so onnxruntime-fp16 reports the few nodes that really run on float16 tensors
+(rtmpose-t: 4 Shape/Split/Squeeze nodes) next to ~150 float32 ones, and its speed is float32's.
 Settings: `backends.onnxruntime` (OnnxRuntimeConfig). Peer: the plain export in
 `onnxruntime.InferenceSession(path)` with default SessionOptions (onnxruntime then uses one intra-op
 thread per physical core and every graph optimization).
@@ -28,7 +32,10 @@ thread on the whole batch, or one single-thread static session per core.
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
+import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,8 +64,12 @@ RUNTIME_KEYS = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimizat
                 "static_batch", "sessions")
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                        "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
-_TYPE_NAMES = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
-               onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8"}
+# Element types in onnxruntime's profile (`input_type_shape`), lowest precision first: a node reading several
+# (QLinearConv: uint8 activations, float scales) runs in the lowest.
+_PROFILE_TYPES = {"int8": "int8", "uint8": "int8", "float16": "fp16", "bfloat16": "bf16", "float": "fp32"}
+# A Cast reads one precision and writes another: it computes in neither (the fp16 converter puts one at each
+# boundary of a node kept in float).
+_NOT_COUNTED = frozenset({"Cast"})
 
 
 def unavailable_reason(target: Target) -> str:
@@ -88,14 +99,52 @@ def build(onnx_path: Path, target: Target, settings: OnnxRuntimeConfig, out_dir:
     return out
 
 
-def graph_precisions(path: Path) -> dict[str, int]:
-    """Initializers by element type: what the CPU provider will compute in."""
+def node_precision(input_types: list[str]) -> str | None:
+    """The precision a profiled node runs in: the lowest of the element types it reads (onnxruntime's names,
+    e.g. ["float16", "int64"] -> "fp16"); None for a node that reads no float or 8-bit tensor (shape math)."""
+    names = [_PROFILE_TYPES[t] for t in _PROFILE_TYPES if t in input_types]
+    return names[0] if names else None
+
+
+def profiled_precisions(profile: list[dict]) -> dict[str, int]:
+    """{precision: nodes} from an onnxruntime profile (the JSON list `end_profiling` writes): every node event
+    (`cat` Node, one per kernel run) counted by `node_precision` of its `args.input_type_shape`, Casts left out."""
     counts: dict[str, int] = {}
-    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
-        name = _TYPE_NAMES.get(init.data_type)
+    for event in profile:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        args = event.get("args", {})
+        if args.get("op_name") in _NOT_COUNTED:
+            continue
+        name = node_precision([dtype for shape in args.get("input_type_shape", []) for dtype in shape])
         if name:
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def _executed_precisions(path: str, stamp: tuple[int, int], runtime_items: tuple) -> dict[str, int]:
+    import onnxruntime as ort
+
+    runtime = dict(runtime_items)
+    options = session_options(runtime, batch_dim_param(Path(path)))
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as folder:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], np.float32)
+                 for i in session.get_inputs()}
+        session.run(None, feeds)
+        profile = json.loads(Path(session.end_profiling()).read_text())
+    return profiled_precisions(profile)
+
+
+def executed_precisions(path: Path, runtime: Mapping) -> dict[str, int]:
+    """{precision: nodes} that a session of `path` with `runtime`'s settings executes (`profiled_precisions`
+    of one profiled run on zeros, batch 1 or the fixed batch); measured once per file and settings."""
+    stat = Path(path).stat()
+    return dict(_executed_precisions(str(path), (stat.st_mtime_ns, stat.st_size),
+                                     tuple(sorted((k, v) for k, v in runtime.items() if k != "sessions"))))
 
 
 def default_runtime(settings: OnnxRuntimeConfig, mode: str = "latency") -> dict:
@@ -195,7 +244,7 @@ class Runner:
         self.runtime = dict(runtime)
         self.settings = {"provider": "CPUExecutionProvider", "mode": mode, "runtime": dict(runtime),
                          "intra_op_num_threads": options.intra_op_num_threads, "static_batch": self.fixed_batch,
-                         "execution_precision": graph_precisions(path)}
+                         "execution_precision": executed_precisions(path, runtime)}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feeds(feeds, {name: [-1, *shape[1:]] for name, (_, shape) in self.inputs.items()})

@@ -10,7 +10,8 @@ Artifact: `model.xml` + `model.bin` (IR from `openvino.convert_model` + `save_mo
   auto), else in f32. Verification judges the result either way.
 Tested with openvino 2026.4 and nncf 3.4. On CPUs with bf16 support OpenVINO computes in bf16 unless
 told otherwise, so the runner always sets the hint and reports the precisions the compiled model
-really executes, read from its runtime graph; verification checks them against the target.
+really executes, read from its runtime graph (each layer's `runtimePrecision`; constants not counted, never
+the weights the build wrote); verification checks them against the target.
 Settings: `backends.openvino` (OpenVINOConfig); openvino-int8 is also given a `SelfCalibration` (the
 calibration set, `quantize.keep_float`, `quantize.openvino_max_drift_px`, `verify.min_peak_margin`).
 
@@ -67,6 +68,8 @@ METADATA_KEY = "framework"  # convert_model keeps the ONNX's metadata_props unde
 RUNTIME_KEYS = ("performance_hint", "inference_num_threads", "num_streams", "enable_cpu_pinning", "static_batch",
                 "inference_precision_hint", "requests")
 _RUNTIME_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+# Runtime-graph layer types that hold or pass data without computing: not counted in `execution_precision`.
+_NOT_EXECUTED = frozenset({"Const", "Input", "Output"})
 
 
 def unavailable_reason(target: Target) -> str:
@@ -305,10 +308,6 @@ class Runner:
         batch = next(iter(self.inputs.values()))[0]
         self.fixed_batch = batch if batch > 0 else None  # in the file or by the `static_batch` reshape
         executed = self.execution_precisions()
-        if target.precision == "fp16" and "fp16" not in executed:
-            # f32 compute on f16 weights (CPU without f16 arithmetic): report the f16 weights.
-            executed["fp16"] = sum(1 for op in model.get_ops()
-                                   if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16)
         self.runtime = dict(runtime)
         self.settings = {
             "device": settings.device,
@@ -323,10 +322,16 @@ class Runner:
         }
 
     def execution_precisions(self) -> dict[str, int]:
-        """Number of runtime-graph operations executing in each precision that matters here."""
+        """{precision: number of operations} of the compiled model's runtime graph, each counted in the
+        precision the CPU plugin says it runs in (its rt_info `runtimePrecision`); constants, inputs and
+        outputs execute nothing and are left out. A layer that reads f16 weights under f32 compute (a CPU
+        without f16 arithmetic) is one the plugin reports as f16; every other layer is then f32."""
         counts: Counter[str] = Counter()
         for op in self.compiled.get_runtime_model().get_ops():
-            name = _RUNTIME_NAMES.get(str(op.get_rt_info()["runtimePrecision"].astype(str)))
+            info = op.get_rt_info()
+            if str(info["layerType"].astype(str)) in _NOT_EXECUTED:
+                continue
+            name = _RUNTIME_NAMES.get(str(info["runtimePrecision"].astype(str)))
             if name:
                 counts[name] += 1
         return dict(sorted(counts.items()))

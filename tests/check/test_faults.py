@@ -20,7 +20,7 @@ from pipeline.core.onnx_io import get_metadata, set_metadata
 from pipeline.model.spec import PreprocessSpec
 from pipeline.run.configure import load_config
 
-from conftest import DEMO_CHECKPOINT, VARIANT, run_stage
+from conftest import DEMO_CHECKPOINT, VARIANT, one_line_error, run_stage
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
 from pipeline.check.verify import Golden, compare, summary_lines
@@ -28,15 +28,6 @@ from pipeline.check.verify import Golden, compare, summary_lines
 FP32_TARGETS = ("onnxruntime-fp32", "openvino-fp32", "ncnn-fp32")
 # The file holding each fp32 artifact's weights, as float32 in the ONNX layout (OIHW).
 WEIGHT_FILES = {"onnxruntime-fp32": "model.onnx", "openvino-fp32": "model.bin", "ncnn-fp32": "model.ncnn.bin"}
-
-
-def one_line_error(result) -> str:
-    """The single stderr line of a failed stage (exit 1, no traceback)."""
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    print(lines[0])  # shown with `pytest -rP`: the line a user gets
-    return lines[0]
 
 
 def verify(chain, target: str):

@@ -116,8 +116,18 @@ def test_a_simplifier_that_changes_the_function_is_rejected(monkeypatch, source,
     assert not out.exists()
 
 
-def test_zero_atol_accepts_an_exact_simplification(source, t_variant, golden, tmp_path):
-    """With graph optimisations off, onnxslim's rewrite of RTMPose is bit-exact; atol=0 is a valid gate."""
-    report = simplify_onnx(source, t_variant, SimplifyConfig(tool="onnxslim", atol=0.0), golden[:1],
+@pytest.mark.parametrize("tool", ["onnxslim", "onnxsim"])
+def test_a_tolerance_at_float32s_own_error_accepts_the_simplification(tool, source, t_variant, golden, torch_outputs,
+                                                                     tmp_path):
+    """The simplifiers are unpinned, so their rewrite is held to float32's own error on this model, not to
+    bit-exactness: the difference between two float32 implementations of the same function (onnxruntime and
+    PyTorch on the same crop; synthetic rtmpose-t, 2-core Xeon: 3.1e-6 at output scale 3.5), floored at one float32
+    ulp of the output scale. Measured here with onnxslim 0.1.98 and onnxsim 0.8.1 (graph optimisations off): 0.0."""
+    pytest.importorskip(tool)
+    own = max_abs_diff(run_onnx(source, golden[:1]), {k: v[:1] for k, v in torch_outputs.items()})
+    scale = max(float(np.max(np.abs(v[:1]))) for v in torch_outputs.values())
+    atol = max(own, float(np.finfo(np.float32).eps) * scale)
+    assert atol < 1e-4  # tighter than the default simplify.atol, so the test says more than test_same_function
+    report = simplify_onnx(source, t_variant, SimplifyConfig(tool=tool, atol=atol), golden[:1],
                            tmp_path / "model.onnx")
-    assert report["max_abs_diff"] == 0.0
+    assert report["max_abs_diff"] <= atol and report["atol"] == atol

@@ -13,21 +13,23 @@ from pipeline.backends import Target
 from pipeline.core.errors import InputError
 from pipeline.infer import estimate, open_artifact
 from pipeline.inputs.golden import DATA_DIR
-from pipeline.model.preprocess import load_rgb
+from pipeline.model.preprocess import crop, load_rgb, normalize
 from pipeline.model.presets import preset_spec
 from pipeline.model.spec import PreprocessSpec
 from pipeline.package.dropin import RTMLIB_ONNX, RTMLIB_ZIP, write_dropin
 from pipeline.sources.sdk import SDK_FILES
 
 from conftest import VARIANT, photo_inputs
-from fp32_artifacts import TARGETS, artifact_dir, build_fp32_artifacts, reference_pose
+from fp32_artifacts import TARGETS, artifact_dir, build_fp32_artifacts, copy_fp32_artifacts, reference_pose
 
 BOX = [20, 10, 370, 512]
 
 
 @pytest.fixture(scope="module")
 def built(demo_onnx, tmp_path_factory):
-    cfg = build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+    """The drop-in files written beside a copy of the shared fp32 artifacts (tests/fp32_artifacts.py)."""
+    shared = build_fp32_artifacts(demo_onnx, tmp_path_factory.getbasetemp() / "fp32-artifacts")
+    cfg = copy_fp32_artifacts(shared, tmp_path_factory.mktemp("dropin"))
     for target in TARGETS:
         meta = json.loads((artifact_dir(cfg, target) / "artifact.json").read_text())
         write_dropin(artifact_dir(cfg, target), target, meta["variant"], meta["onnx_metadata"])
@@ -145,6 +147,9 @@ def test_rtmlib_pose_matches_pipeline_infer(built, extracted, demo_model):
     same = reference_pose(demo_model, tuple(BOX))[2]
     np.testing.assert_allclose(keypoints[0][same], ours[same], atol=1e-3)
     assert np.all(scores[0] >= our_scores - 1e-5), "rtmlib's mean of the maxima is at least mmpose's min"
+    patch, _ = crop(image, BOX, (256, 192))
+    outputs = open_artifact(artifact_dir(built, "onnxruntime-fp32"), built).runner({"input": normalize(patch)[None]})
+    np.testing.assert_allclose(scores[0], 0.5 * (outputs["simcc_x"].max(-1) + outputs["simcc_y"].max(-1))[0], atol=1e-4)
 
 
 def test_mmdeploy_sdk_loads_the_directory(built):

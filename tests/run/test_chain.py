@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, VARIANT, run_python, sha256
+from conftest import REPO_ROOT, VARIANT, one_line_error, run_python, sha256
 
-PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none"]
+# tune.enabled=false: these tests are about the chain's failures and outputs, not tuning (tests/measure/test_tune.py)
+PRESET = ["model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "simplify=none", "tune.enabled=false"]
 
 
 def run_pipeline(cwd: Path, *overrides: str, timeout: float = 900):
@@ -69,9 +70,9 @@ def test_a_plan_with_every_target_left_out_builds_nothing_and_fails(tmp_path):
     if nvidia_gpu_present():
         pytest.skip("this host has an NVIDIA GPU: TensorRT jobs are planned here")
     result = run_pipeline(tmp_path, *PRESET, "targets=[tensorrt-fp16]")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: nothing was built: every requested target was left out (TensorRT needs")
-    assert result.stderr.count("\n") == 1 and not (tmp_path / "artifacts").exists()
+    error = one_line_error(result)
+    assert error.startswith("error: nothing was built: every requested target was left out (TensorRT needs")
+    assert not (tmp_path / "artifacts").exists()
 
 
 @pytest.mark.slow

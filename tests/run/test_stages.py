@@ -15,7 +15,17 @@ import pytest
 from pipeline.model.presets import preset_spec
 from pipeline.model.synthetic import synthetic_state_dict
 
-from conftest import FP32_TARGETS, VARIANT, files_under, run_python, run_stage, sha256, write_checkpoint
+from conftest import (
+    FP32_TARGETS,
+    VARIANT,
+    error_lines,
+    files_under,
+    one_line_error,
+    run_python,
+    run_stage,
+    sha256,
+    write_checkpoint,
+)
 
 SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
 JOBS = [f"{VARIANT}.{target}" for target in FP32_TARGETS]
@@ -52,9 +62,12 @@ def test_every_stage_writes_its_outputs(chain):
     assert not [p for p in variant_dir.parent.rglob("*.tmp-*")]  # atomic writes left no temporaries
 
 
-def test_stages_are_quiet_on_stderr_when_they_pass(chain):
+def test_passing_stages_exit_0_without_an_error_or_a_traceback(chain):
+    """The outcome of each stage: exit 0 (the fixture), no `error:` line and no traceback on stderr. Anything else
+    there (a deprecation warning of an unpinned tool) is not the stage's outcome and is not judged."""
     _, runs = chain
-    assert {name: r.stderr for name, r in runs.items() if r.stderr.strip()} == {}
+    assert {name: r.returncode for name, r in runs.items()} == dict.fromkeys(runs, 0)
+    assert {name: r.stderr for name, r in runs.items() if "Traceback" in r.stderr or error_lines(r.stderr)} == {}
 
 
 @pytest.mark.parametrize("target", FP32_TARGETS)
@@ -83,7 +96,7 @@ def test_artifact_records_its_source(target, chain):
 def test_python_m_pipeline_runs_the_whole_chain(tmp_path):
     out = tmp_path / "out"
     result = run_python("-m", "pipeline", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null", "targets=[onnxruntime-fp32]", f"out_dir={out}",
-                        f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+                        "tune.enabled=false", f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{VARIANT}.onnxruntime-fp32" in result.stdout and "passed" in result.stdout
     metrics = json.loads((out / VARIANT / "metrics" / "onnxruntime-fp32.json").read_text())
@@ -120,11 +133,7 @@ BAD_INPUTS = {
 
 
 def assert_one_error_line(result, fragment: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert fragment in lines[0]
+    assert fragment in one_line_error(result)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -178,17 +187,11 @@ def bf16_run(chain, tmp_path_factory):
 @needs_bf16
 def test_bf16_in_an_fp32_target_fails_verification(bf16_run):
     result, metrics = bf16_run
-    assert_one_error_line(result, "failed verification")
+    assert "bf16" in one_line_error(result) and "failed verification" in one_line_error(result)
     assert metrics["passed"] is False
     assert metrics["runtime_settings"]["inference_precision_hint"] == "bf16"
     assert metrics["runtime_settings"]["execution_precision"].get("bf16", 0) > 0
     assert any("in bf16, below the target precision fp32" in b for b in metrics["breaches"])
-
-
-@needs_bf16
-def test_bf16_failure_message_names_bf16(bf16_run):
-    result, _ = bf16_run
-    assert "bf16" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------- missing runtime

@@ -40,7 +40,7 @@ def test_ray_sweep_runs_every_job_and_prints_the_table(tmp_path):
     assert hydra_launcher("ray_cluster").ray.init.object_store_memory is None  # see conf/hydra/launcher/ray_cluster.yaml
     sweep, out = tmp_path / "sweep", tmp_path / "out"
     result = run_python("-m", "pipeline", "-m", "hydra/launcher=ray_local", "model=rtmpose-t_coco17_256x192", "model.checkpoint=null",
-                        "targets=[onnxruntime-fp32]", f"model={','.join(VARIANTS)}", f"out_dir={out}",
+                        "targets=[onnxruntime-fp32]", f"model={','.join(VARIANTS)}", f"out_dir={out}", "tune.enabled=false",
                         f"hydra.sweep.dir={sweep}", cwd=REPO_ROOT, timeout=600)
     assert result.returncode == 0, result.stderr
     launcher = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["launcher"]  # what Hydra launched with
