@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,18 @@ def renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
             value.name = new
     onnx.checker.check_model(out)
     return out
+
+
+def mmdeploy_style_export(model: torch.nn.Module, path: Path, dynamic: bool,
+                          input_hw: tuple[int, int] = (256, 192)) -> onnx.ModelProto:
+    """`model` exported as MMDeploy's torch2onnx writes it (opset 11, no metadata, K left symbolic) or with
+    a fixed batch of 1 (DWPose's and many released files), to `path`; the graph."""
+    axes = {n: {0: "batch"} for n in ("input", "simcc_x", "simcc_y")} if dynamic else None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, *input_hw),), str(path), dynamo=False, opset_version=11,
+                          input_names=["input"], output_names=["simcc_x", "simcc_y"], dynamic_axes=axes)
+    return onnx.load(str(path))
 
 
 def torch_forward(model: torch.nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -318,10 +331,11 @@ class DemoChain:
     out_dir: Path
     overrides: tuple[str, ...]  # what the chain ran with: stage scripts given these find the same plan
     result: subprocess.CompletedProcess
+    variant: str = VARIANT
 
     @property
     def variant_dir(self) -> Path:
-        return self.out_dir / VARIANT
+        return self.out_dir / self.variant
 
     def metrics(self, target: str) -> dict:
         return json.loads((self.variant_dir / "metrics" / f"{target}.json").read_text())
@@ -331,7 +345,7 @@ class DemoChain:
         out = root / "out"
         shutil.copytree(self.out_dir, out)
         overrides = tuple(o for o in self.overrides if not o.startswith("out_dir=")) + (f"out_dir={out}",)
-        return DemoChain(out, overrides, self.result)
+        return DemoChain(out, overrides, self.result, self.variant)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ form: opset 11, no metadata, K left symbolic; or a fixed batch of 1), as ../shar
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import onnx
 import pytest
@@ -21,7 +19,7 @@ from pipeline.graph.export import fold_batchnorm
 from pipeline.graph.float64 import run_float64, to_float64
 from pipeline.model import rtmpose
 
-from conftest import torch_forward
+from conftest import mmdeploy_style_export, torch_forward
 
 
 def float32_constants(model: torch.nn.Module) -> torch.nn.Module:
@@ -38,16 +36,6 @@ def float32_constants(model: torch.nn.Module) -> torch.nn.Module:
 def scaled_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     """max over outputs of max|a - b| / max|b|."""
     return max(float(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k]))) for k in b)
-
-
-def mmdeploy_style_export(model: torch.nn.Module, path, dynamic: bool) -> onnx.ModelProto:
-    """`model` exported as MMDeploy's torch2onnx writes it (opset 11, K symbolic) or with a fixed batch of 1."""
-    axes = {n: {0: "batch"} for n in ("input", "simcc_x", "simcc_y")} if dynamic else None
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, 256, 192),), str(path), dynamo=False, opset_version=11,
-                          input_names=["input"], output_names=["simcc_x", "simcc_y"], dynamic_axes=axes)
-    return onnx.load(str(path))
 
 
 def test_the_float64_run_is_pytorch_double_of_the_same_function(t_model, t_onnx, golden, monkeypatch):
