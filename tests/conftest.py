@@ -10,6 +10,7 @@ own code (every RTMPose-family kind and file layout) come from the `mmpose_files
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from pipeline.model.presets import preset_spec
 from pipeline.model.rtmpose import build_network
 from pipeline.model.spec import ModelSpec
 from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.package.dropin import pipeline_json
 from pipeline.run.configure import load_config
 from pipeline.sources.weights import build_reference_model
 
@@ -177,6 +179,21 @@ def mmdeploy_style_export(model: torch.nn.Module, path: Path, dynamic: bool,
         torch.onnx.export(model, (torch.zeros(1, 3, *input_hw),), str(path), dynamo=False, opset_version=11,
                           input_names=["input"], output_names=["simcc_x", "simcc_y"], dynamic_axes=axes)
     return onnx.load(str(path))
+
+
+def sdk_package(spec: ModelSpec, onnx_path: Path, folder: Path, to_rgb: bool = True) -> Path:
+    """An MMDeploy SDK model folder as OpenMMLab distributes them: end2end.onnx + deploy/pipeline/detail.json."""
+    folder.mkdir(parents=True)
+    (folder / "end2end.onnx").write_bytes(onnx_path.read_bytes())
+    pre = dataclasses.replace(spec.preprocess, bgr_to_rgb=to_rgb)
+    pipeline = pipeline_json(dataclasses.replace(spec, preprocess=pre), "input", {})
+    deploy = {"version": "1.3.1", "task": "PoseDetector", "customs": [],
+              "models": [{"name": "topdownposeestimator", "net": "end2end.onnx", "weights": "",
+                          "backend": "onnxruntime", "precision": "FP32", "batch_size": 1, "dynamic_shape": True}]}
+    (folder / "pipeline.json").write_text(json.dumps(pipeline))
+    (folder / "deploy.json").write_text(json.dumps(deploy))
+    (folder / "detail.json").write_text(json.dumps({"version": "1.3.1", "codebase": {"codebase": "mmpose"}}))
+    return folder
 
 
 def torch_forward(model: torch.nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:

@@ -63,8 +63,9 @@ def reference_runs(cfg, variant_name: str, inputs: np.ndarray) -> tuple[dict[str
     or for a supplied ONNX its graph in float64 (`run_float64`; InputError for a graph with non-standard
     operators, which has no float64 evaluation)."""
     if variant_entry(cfg, variant_name)["from_onnx"]:
-        proto = supplied_onnx(model_config(cfg, variant_name), spec_of(cfg, variant_name))
-        return run_fp32(proto, inputs), run_float64(to_float64(proto), inputs)
+        model_cfg = model_config(cfg, variant_name)
+        proto, source = supplied_onnx(model_cfg, spec_of(cfg, variant_name)), f"model.checkpoint={model_cfg.checkpoint}"
+        return run_fp32(proto, inputs), run_float64(to_float64(proto, source), inputs, source)
 
     model, _ = build_reference_model(model_config(cfg, variant_name), spec_of(cfg, variant_name))
     return torch_reference(model, inputs)

@@ -65,15 +65,15 @@ def _graph_to_float64(graph: onnx.GraphProto) -> None:
             value.type.tensor_type.elem_type = TensorProto.DOUBLE
 
 
-def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_float64(model: onnx.ModelProto, source: str = "the supplied ONNX") -> onnx.ModelProto:
     """A copy of `model` computing in float64 wherever it computes in float32 (see the module docstring).
 
     Float32 values widen exactly, so the copy is the same function evaluated without float32 rounding.
-    Raises InputError naming the first operator outside the standard ONNX domain.
+    Raises InputError naming `source` and the operators outside the standard ONNX domain.
     """
     custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
     if custom:
-        raise InputError(f"the supplied ONNX uses non-standard operators ({', '.join(custom)}), which have no "
+        raise InputError(f"{source} uses non-standard operators ({', '.join(custom)}), which have no "
                          "float64 reference evaluation; export it with standard ONNX operators only (MMDeploy: "
                          "an onnxruntime deploy config without custom ops, or torch.onnx.export)")
     copy = onnx.ModelProto.FromString(model.SerializeToString())
@@ -165,14 +165,15 @@ class Sigmoid(OpRunUnaryNum):
 FAST_OPS = [Conv, MaxPool, Sigmoid]
 
 
-def run_float64(model64: onnx.ModelProto, inputs: np.ndarray) -> dict[str, np.ndarray]:
+def run_float64(model64: onnx.ModelProto, inputs: np.ndarray,
+                source: str = "the supplied ONNX") -> dict[str, np.ndarray]:
     """`model64` (from `to_float64`) on `inputs` [N,C,H,W] (widened to float64 exactly), by output name,
-    each float64; a fixed-batch graph runs in chunks of its batch. Raises InputError when the evaluator
-    cannot run the graph (the operator and its error) or an output comes back in another dtype."""
+    each float64; a fixed-batch graph runs in chunks of its batch. Raises InputError naming `source` when
+    the evaluator cannot run the graph (with its error) or an output comes back in another dtype."""
     try:
         evaluator = ReferenceEvaluator(model64, new_ops=FAST_OPS)
     except Exception as exc:  # an operator or opset the reference evaluator lacks
-        raise InputError(f"the supplied ONNX has no float64 reference evaluation ({_first_line(exc)}); export it "
+        raise InputError(f"{source} has no float64 reference evaluation ({_first_line(exc)}); export it "
                          "with standard ONNX operators") from None
     names = [o.name for o in model64.graph.output]
 
@@ -182,10 +183,10 @@ def run_float64(model64: onnx.ModelProto, inputs: np.ndarray) -> dict[str, np.nd
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"the float64 evaluation of the supplied ONNX failed ({_first_line(exc)})") from None
+            raise InputError(f"the float64 evaluation of {source} failed ({_first_line(exc)})") from None
         wrong = [f"{name} {value.dtype}" for name, value in zip(names, outputs) if value.dtype != np.float64]
         if wrong:
-            raise InputError(f"the float64 evaluation of the supplied ONNX returned {', '.join(wrong)}: an operator "
+            raise InputError(f"the float64 evaluation of {source} returned {', '.join(wrong)}: an operator "
                              "computes in another precision; export it with float32 operators only")
         return dict(zip(names, outputs))
 
