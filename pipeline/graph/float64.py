@@ -6,13 +6,15 @@ held by attributes (Constant's `value`, ConstantOfShape's `value`; also in subgr
 attributes (alpha, epsilon, ...) are read as Python floats and stay exact.
 
 `run_float64` evaluates the rewritten graph with onnx's reference evaluator (numpy, float64 all the way):
-onnxruntime has no float64 Conv on CPU. Its Conv (a Python im2col) is replaced by one BLAS float64 matrix
-product per kernel tap, and its MaxPool (a Python loop per output element) by a maximum over the kernel
-taps, so the golden set runs in seconds to tens of seconds (measured in conf/verify/default.yaml). Only operators of
-the standard ONNX domain are evaluated; a graph with another (MMDeploy's or onnxruntime's custom
-operators) raises InputError naming it, rather than falling back to a float32-only reference: without
-float64 the fp32 gate is the output-scale rule, which cannot tell one layer's weights off by 1% from
-rounding (conf/verify/default.yaml), and the other backends cannot build custom operators either.
+onnxruntime has no float64 Conv on CPU. Three of its operators are replaced by exact, faster ones: Conv
+(a Python im2col there) by one BLAS float64 matrix product per kernel tap, MaxPool (a Python loop per
+output element) by a maximum over the kernel taps, Sigmoid by one exponential instead of two. It equals
+PyTorch's `model.double()` of the same function to 1.5e-15 x scale (tests/graph/test_float64.py); the
+golden set takes seconds to a minute (figures in conf/verify/default.yaml). Only operators of the
+standard ONNX domain are evaluated; a graph with others (MMDeploy's or onnxruntime's custom operators)
+raises InputError naming them, rather than falling back to a float32-only reference: without float64
+the fp32 gate is the output-scale rule, which cannot tell one layer's weights off by 1% from rounding
+(conf/verify/default.yaml), and the other backends cannot build custom operators either.
 """
 
 from __future__ import annotations
