@@ -85,7 +85,7 @@ class Tolerance:
     error_factor: Optional[float] = None
     error_floor: float = 0.0
     # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
-    # error_factor is unset (int8) or no float64 reference exists (a supplied ONNX).
+    # error_factor is unset (int8) or reference.npz has no float64 run (written before supplied graphs had one).
     max_error: float = MISSING
     min_cosine: float = MISSING  # cosine similarity of each output, all golden inputs flattened
     # Decoded keypoints, over the keypoints the reference is confident about (VerifyConfig.min_peak_margin):

@@ -10,6 +10,7 @@ own code (every RTMPose-family kind and file layout) come from the `mmpose_files
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from pipeline.model.presets import preset_spec
 from pipeline.model.rtmpose import build_network
 from pipeline.model.spec import ModelSpec
 from pipeline.model.synthetic import synthetic_state_dict
+from pipeline.package.dropin import pipeline_json
 from pipeline.run.configure import load_config
 from pipeline.sources.weights import build_reference_model
 
@@ -195,6 +198,33 @@ def renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
             value.name = new
     onnx.checker.check_model(out)
     return out
+
+
+def mmdeploy_style_export(model: torch.nn.Module, path: Path, dynamic: bool,
+                          input_hw: tuple[int, int] = (256, 192)) -> onnx.ModelProto:
+    """`model` exported as MMDeploy's torch2onnx writes it (opset 11, no metadata, K left symbolic) or with
+    a fixed batch of 1 (DWPose's and many released files), to `path`; the graph."""
+    axes = {n: {0: "batch"} for n in ("input", "simcc_x", "simcc_y")} if dynamic else None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, *input_hw),), str(path), dynamo=False, opset_version=11,
+                          input_names=["input"], output_names=["simcc_x", "simcc_y"], dynamic_axes=axes)
+    return onnx.load(str(path))
+
+
+def sdk_package(spec: ModelSpec, onnx_path: Path, folder: Path, to_rgb: bool = True) -> Path:
+    """An MMDeploy SDK model folder as OpenMMLab distributes them: end2end.onnx + deploy/pipeline/detail.json."""
+    folder.mkdir(parents=True)
+    (folder / "end2end.onnx").write_bytes(onnx_path.read_bytes())
+    pre = dataclasses.replace(spec.preprocess, bgr_to_rgb=to_rgb)
+    pipeline = pipeline_json(dataclasses.replace(spec, preprocess=pre), "input", {})
+    deploy = {"version": "1.3.1", "task": "PoseDetector", "customs": [],
+              "models": [{"name": "topdownposeestimator", "net": "end2end.onnx", "weights": "",
+                          "backend": "onnxruntime", "precision": "FP32", "batch_size": 1, "dynamic_shape": True}]}
+    (folder / "pipeline.json").write_text(json.dumps(pipeline))
+    (folder / "deploy.json").write_text(json.dumps(deploy))
+    (folder / "detail.json").write_text(json.dumps({"version": "1.3.1", "codebase": {"codebase": "mmpose"}}))
+    return folder
 
 
 def torch_forward(model: torch.nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -365,10 +395,11 @@ class DemoChain:
     out_dir: Path
     overrides: tuple[str, ...]  # what the chain ran with: stage scripts given these find the same plan
     result: subprocess.CompletedProcess
+    variant: str = VARIANT
 
     @property
     def variant_dir(self) -> Path:
-        return self.out_dir / VARIANT
+        return self.out_dir / self.variant
 
     def metrics(self, target: str) -> dict:
         return json.loads((self.variant_dir / "metrics" / f"{target}.json").read_text())
@@ -378,7 +409,7 @@ class DemoChain:
         out = root / "out"
         shutil.copytree(self.out_dir, out)
         overrides = tuple(o for o in self.overrides if not o.startswith("out_dir=")) + (f"out_dir={out}",)
-        return DemoChain(out, overrides, self.result)
+        return DemoChain(out, overrides, self.result, self.variant)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,10 @@
 PyTorch with the variant's weights (a checkpoint, the demo checkpoint or seeded synthetic weights),
 or, for a supplied ONNX (a file or an MMDeploy SDK folder/zip), that graph brought to the consumer
 contract and run in plain onnxruntime with graph optimisations off, in chunks of its batch where the
-graph fixes one. The `reference` stage stores its outputs on the golden inputs; `evaluate` runs it on
-a dataset's crops.
+graph fixes one. The `reference` stage stores its outputs on the golden inputs, with the float64 run
+of the same network that sets the fp32/fp16/bf16 tolerances: `model.double()` in PyTorch, or the
+supplied graph rewritten to float64 and evaluated by onnx's reference evaluator
+(pipeline/graph/float64.py). `evaluate` runs the float32 forward on a dataset's crops.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipeline.core.onnx_io import (
     load_onnx_bytes,
     run_fp32,
 )
+from pipeline.graph.float64 import run_float64, to_float64
 from pipeline.model.spec import ModelSpec
 from pipeline.planning.plan import model_config, spec_of, variant_entry
 from pipeline.sources.describe import resolve_path, source_kind
@@ -63,12 +66,15 @@ def sha256_of_source(model_cfg: ModelConfig) -> str:
     return digest.hexdigest()
 
 
-def reference_runs(cfg, variant_name: str, inputs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    """The reference outputs on `inputs` [N,3,H,W] float32, by name: the float32 run, and the float64 run
-    of the same network (`model.double()`) that sets the fp32 tolerance; None for a supplied ONNX."""
+def reference_runs(cfg, variant_name: str, inputs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The reference outputs on `inputs` [N,3,H,W] float32, by name: the float32 run (float32), and the
+    float64 run of the same network (float64) that sets the fp32/fp16/bf16 tolerances: `model.double()`,
+    or for a supplied ONNX its graph in float64 (`run_float64`; InputError for a graph with non-standard
+    operators, which has no float64 evaluation)."""
     if variant_entry(cfg, variant_name)["from_onnx"]:
-        forward, _ = reference_forward(cfg, variant_name)
-        return forward(inputs), None
+        model_cfg = model_config(cfg, variant_name)
+        proto, source = supplied_onnx(model_cfg, spec_of(cfg, variant_name)), f"model.checkpoint={model_cfg.checkpoint}"
+        return run_fp32(proto, inputs), run_float64(to_float64(proto, source), inputs, source)
 
     model, _ = build_reference_model(model_config(cfg, variant_name), spec_of(cfg, variant_name))
     return torch_reference(model, inputs)

@@ -5,13 +5,15 @@ the other figures from being computed and written.
 
 Elementwise rule (metrics `rule`; `scale` is the output's max |reference| over the golden inputs):
 - "reference-error", where the precision has an `error_factor` (fp32, fp16, bf16) and the reference
-  has a float64 run (a PyTorch reference):
+  has a float64 run (every source: PyTorch's `model.double()`, or a supplied ONNX/SDK graph rewritten
+  to float64 and evaluated by onnx's reference evaluator, pipeline/graph/float64.py):
   max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.
   The float32 reference's own error measures how much this network amplifies rounding, whatever its
   depth and logit size: a correct fp32 artifact is another float32 evaluation of it (factor ~1), and
   rounding to fp16 / bf16 grows that error by at most the ratio of unit roundoffs (2^13 / 2^16).
-- "output-scale", int8 (whose error comes from calibration, not rounding), and every precision
-  without a float64 run (a supplied ONNX): max|artifact - reference| <= max_error x scale.
+- "output-scale", int8 (whose error comes from calibration, not rounding), and any precision whose
+  reference.npz has no float64 run (one written before supplied graphs had one):
+  max|artifact - reference| <= max_error x scale.
 Each output reports the tolerance it would have needed (`needs_atol`, `needs_max_error`, and for the
 reference-error rule `needs_error_factor`). Relative errors divide by |reference| + EPS (EPS guards
 zeros) and are reported, not gated. NaN or Inf always fails. Cosine similarity: >= min_cosine.
@@ -65,7 +67,8 @@ class Golden:
     `inputs` [N,3,H,W] float32: the first I rows are `crops` [I,H,W,3] uint8 RGB normalised by
     `normalization` (the reference model's preprocessing, from its description), the rest seeded
     random tensors. `float32`: the reference outputs by name; `float64`: the same network run in
-    float64, or None (a supplied ONNX reference). `photo_count`: how many of the crops are the bundled
+    float64 (PyTorch `model.double()`, or a supplied graph in float64), None only in a reference.npz
+    written before supplied graphs had a float64 run. `photo_count`: how many of the crops are the bundled
     photos. `split_ratio`: the SimCC split ratio that decodes the outputs to input pixels.
     """
 

@@ -20,7 +20,7 @@ from pipeline.core.onnx_io import get_metadata, set_metadata
 from pipeline.model.spec import PreprocessSpec
 from pipeline.run.configure import load_config
 
-from conftest import DEMO_CHECKPOINT, VARIANT, one_line_error, run_stage
+from conftest import DEMO_CHECKPOINT, VARIANT, DemoChain, mmdeploy_style_export, one_line_error, run_python, run_stage
 
 MEAN_RGB, STD_RGB = PreprocessSpec().mean, PreprocessSpec().std
 from pipeline.check.verify import Golden, compare, summary_lines
@@ -32,7 +32,7 @@ WEIGHT_FILES = {"onnxruntime-fp32": "model.onnx", "openvino-fp32": "model.bin", 
 
 def verify(chain, target: str):
     """The verify stage script on a (modified) copy of the chain; its result and metrics."""
-    result = run_stage("verify", f"{VARIANT}.{target}", *chain.overrides, cwd=chain.out_dir.parent)
+    result = run_stage("verify", f"{chain.variant}.{target}", *chain.overrides, cwd=chain.out_dir.parent)
     return result, chain.metrics(target)
 
 
@@ -140,3 +140,53 @@ def test_an_fp32_target_computing_in_bf16_fails_on_any_cpu(demo_chain):
     lines = summary_lines("openvino-fp32 computing in bf16", metrics)
     print("\n".join(lines))
     assert any(line.startswith("FAILED openvino-fp32 computing in bf16 simcc_x max|Δ|") for line in lines)
+
+
+# --------------------------------------------------------------------------------------------- a supplied ONNX
+# Its reference is the graph itself: onnxruntime in float32 and the graph evaluated in float64
+# (pipeline/graph/float64.py), so the reference-error rule judges it as it judges a checkpoint.
+
+SUPPLIED = "rtmpose-t-demo-mmdeploy"  # the variant takes the name of the file's folder, as MMDeploy's work dirs
+SUPPLIED_TARGETS = ("onnxruntime-fp32", "openvino-fp32", "onnxruntime-fp16", "openvino-fp16")
+
+
+@pytest.fixture(scope="module")
+def supplied_chain(demo_model, tmp_path_factory) -> DemoChain:
+    """The demo checkpoint exported as MMDeploy does (opset 11, no metadata) and supplied as the model."""
+    root = tmp_path_factory.mktemp("supplied_chain")
+    (root / SUPPLIED).mkdir()
+    mmdeploy_style_export(demo_model, root / SUPPLIED / "end2end.onnx", dynamic=True)
+    overrides = (f"model.checkpoint={root / SUPPLIED / 'end2end.onnx'}", f"targets=[{','.join(SUPPLIED_TARGETS)}]",
+                 "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
+                 "benchmark.peers=false", "tune.enabled=false", f"out_dir={root / 'out'}")
+    result = run_python("-m", "pipeline", *overrides, cwd=root, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return DemoChain(root / "out", overrides, result, SUPPLIED)
+
+
+def test_a_supplied_onnx_gets_a_float64_reference_and_its_correct_targets_pass(supplied_chain):
+    golden = Golden.from_arrays(read_npz(supplied_chain.variant_dir / "reference.npz"))
+    assert golden.float64 is not None and all(v.dtype == np.float64 for v in golden.float64.values())
+    for target in SUPPLIED_TARGETS:
+        metrics = supplied_chain.metrics(target)
+        assert metrics["passed"], (target, metrics["breaches"])
+        assert {o["rule"] for o in metrics["outputs"].values()} == {"reference-error"}
+        print(target, {name: f"max|Δ| {o['needs_atol'] / o['reference_error']:.3g} × the float32 reference's own, "
+                             f"{o['needs_max_error']:.2g} × scale" for name, o in metrics["outputs"].items()})
+
+
+@pytest.mark.parametrize("target", ["onnxruntime-fp32", "openvino-fp32"])
+def test_a_supplied_onnx_whose_artifact_has_one_layer_perturbed_by_one_percent_fails(target, supplied_chain,
+                                                                                     tmp_path):
+    """Under the output-scale rule, all a supplied ONNX had before, this passed (8.6e-4 x scale < 1e-3)."""
+    chain = supplied_chain.copy(tmp_path)
+    layer, weights = largest_conv_weight(chain.variant_dir / "simplified" / "model.onnx")
+    perturb_weights_in_file(chain.variant_dir / target / WEIGHT_FILES[target], weights, relative=0.01)
+    result, metrics = verify(chain, target)
+    line = one_line_error(result)
+    assert line.startswith(f"error: {SUPPLIED}.{target} failed verification: simcc_")
+    assert " vs float64 > atol " in line and "needs error_factor ≥ " in line
+    needs = max(o["needs_error_factor"] for o in metrics["outputs"].values())
+    print(target, "perturbed: needs error_factor", round(needs, 1),
+          "max_error", max(o["needs_max_error"] for o in metrics["outputs"].values()))
+    assert needs > 10 * metrics["tolerance"]["error_factor"], (layer, needs)

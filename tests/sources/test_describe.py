@@ -26,10 +26,11 @@ from pipeline.model.presets import preset_spec, rtmpose_spec
 from pipeline.model.rtmpose import build_network
 from pipeline.model.spec import KeypointSpec, ModelSpec, generic_keypoint_names
 from pipeline.model.synthetic import synthetic_state_dict
-from pipeline.package.dropin import pipeline_json
 from pipeline.sources.checkpoint import load_weights, save_mmpose_checkpoint
 from pipeline.sources.describe import derived_name, describe, spec_from_shapes
 from pipeline.sources.mmpose_config import config_text, parse_config_text, spec_from_config
+
+from conftest import sdk_package
 
 VARIANT = "rtmpose-t_coco17_256x192"
 
@@ -251,21 +252,6 @@ def test_a_static_batch_onnx_runs_in_chunks(tmp_path):
     one_by_one = [run_fp32(model, inputs[i:i + 1])["simcc_x"] for i in range(3)]
     assert chunked["simcc_x"].shape == (3, 17, 384)
     np.testing.assert_array_equal(chunked["simcc_x"], np.concatenate(one_by_one))
-
-
-def sdk_package(spec: ModelSpec, onnx_path: Path, folder: Path, to_rgb: bool = True) -> Path:
-    """An MMDeploy SDK model folder as OpenMMLab distributes them: end2end.onnx + deploy/pipeline/detail.json."""
-    folder.mkdir(parents=True)
-    (folder / "end2end.onnx").write_bytes(onnx_path.read_bytes())
-    pre = dataclasses.replace(spec.preprocess, bgr_to_rgb=to_rgb)
-    pipeline = pipeline_json(dataclasses.replace(spec, preprocess=pre), "input", {})
-    deploy = {"version": "1.3.1", "task": "PoseDetector", "customs": [],
-              "models": [{"name": "topdownposeestimator", "net": "end2end.onnx", "weights": "",
-                          "backend": "onnxruntime", "precision": "FP32", "batch_size": 1, "dynamic_shape": True}]}
-    (folder / "pipeline.json").write_text(json.dumps(pipeline))
-    (folder / "deploy.json").write_text(json.dumps(deploy))
-    (folder / "detail.json").write_text(json.dumps({"version": "1.3.1", "codebase": {"codebase": "mmpose"}}))
-    return folder
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["folder", "zip"])

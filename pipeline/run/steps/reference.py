@@ -19,8 +19,8 @@ from pipeline.planning.plan import variant_entry as _variant_entry
 
 
 def reference(cfg: RunConfig, variant_name: str) -> Path:
-    """Golden inputs and the reference outputs: PyTorch in float32 and float64, or the supplied ONNX in
-    plain onnxruntime (float32 only)."""
+    """Golden inputs and the reference outputs in float32 and float64: PyTorch, or the supplied ONNX in
+    plain onnxruntime (float32) and its graph in float64 by onnx's reference evaluator."""
     paths = _variant_entry(cfg, variant_name)
     spec = spec_of(cfg, variant_name)
     crops = golden_crops(spec, cfg.verify.num_figures)
