@@ -468,11 +468,15 @@ def summary_lines(job: str, metrics: Mapping[str, object]) -> list[str]:
     """Lines for humans: one per output, one for the confident keypoints, one per breach."""
     lines = []
     for name, r in metrics.get("outputs", {}).items():  # type: ignore[union-attr]
-        status = "PASSED" if r["passed_elementwise"] and r["passed_cosine"] else "FAILED"
+        passed_rms = r.get("passed_rms", True)
+        status = "PASSED" if r["passed_elementwise"] and passed_rms and r["passed_cosine"] else "FAILED"
         derived = (f"{r['error_factor']:g} × float32's own {r['reference_error']:.2g} + {r['error_floor']:g} × scale"
                    if r["rule"] == "reference-error" else f"{r['max_error']:g} × scale")
+        typical = (f" rms|Δ| {r['rms_error']:.2g} {'≤' if passed_rms else '>'} {r['rms_atol']:.2g} "
+                   f"({r['rms_factor']:g} × float32's own rms {r['reference_rms_error']:.2g})" if "rms_atol" in r else "")
         lines.append(f"{status} {job} {name} max|Δ| {r['needs_atol']:.2g} {'≤' if r['passed_elementwise'] else '>'} "
-                     f"atol {r['atol']:.2g} ({r['rule']}: {derived} {r['scale']:.3g}) cosine {r['cosine']:.7f}")
+                     f"atol {r['atol']:.2g} ({r['rule']}: {derived} {r['scale']:.3g}){typical} "
+                     f"cosine {r['cosine']:.7f}")
     keypoints = metrics.get("keypoints")
     if isinstance(keypoints, dict):
         kp = keypoints["confident"]

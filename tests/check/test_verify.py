@@ -110,6 +110,8 @@ def test_rms_rule_catches_a_shift_of_every_element_that_the_max_rule_admits():
                              "own rms 2.05e-06 + error_floor 1e-07 × rms(reference) "), breach
     assert breach.endswith(f"(needs rms_factor ≥ {result['needs_rms_factor']:.3g})")
     assert result["needs_rms_factor"] == pytest.approx((5e-5 - 1e-7 * result["reference_rms"]) / own_rms, rel=1e-3)
+    line = next(line for line in summary_lines("job", metrics) if line.startswith("FAILED job simcc_x max|Δ| "))
+    assert " rms|Δ| 5e-05 > 2.1e-05 (10 × float32's own rms 2.1e-06) " in line, line
     # Without an rms_factor (int8, or an older config) only the maximum is gated; the figures are still written.
     plain = compare(reference64, shifted, TOL, 0.5, reference_float32=reference32)
     assert plain["passed"] and "rms_atol" not in plain["outputs"]["simcc_x"]
