@@ -84,6 +84,11 @@ class Tolerance:
     # max|artifact - float64| <= error_factor x max|float32 reference - float64| + error_floor x scale.
     error_factor: Optional[float] = None
     error_floor: float = 0.0
+    # Typical error, the same rule on the root mean square (used where set and the reference has a float64 run):
+    # rms|artifact - float64| <= rms_factor x rms|float32 reference - float64| + error_floor x rms(reference).
+    # The maximum follows one element's rounding; the rms follows every element, so a layer computed wrongly
+    # shows there long before its largest element leaves the rounding of a noisy deep model.
+    rms_factor: Optional[float] = None
     # Elementwise, rule "output-scale": max|artifact - reference| <= max_error x scale. The rule where
     # error_factor is unset (int8) or reference.npz has no float64 run (written before supplied graphs had one).
     max_error: float = MISSING

@@ -11,11 +11,18 @@ Elementwise rule (metrics `rule`; `scale` is the output's max |reference| over t
   The float32 reference's own error measures how much this network amplifies rounding, whatever its
   depth and logit size: a correct fp32 artifact is another float32 evaluation of it (factor ~1), and
   rounding to fp16 / bf16 grows that error by at most the ratio of unit roundoffs (2^13 / 2^16).
+  Where the precision also has an `rms_factor`, the same rule holds for the typical error:
+  rms|artifact - float64| <= rms_factor x rms|float32 reference - float64| + error_floor x rms(reference).
+  The maximum is one element's rounding and grows with the model's depth and logit size (on rtmpose-l,
+  logits of several hundred, fp16's factor x max admits 0.29 x scale); the rms averages every element,
+  so it is steady across models, and a layer computed wrongly (weights off, an overflow) raises it
+  everywhere at once.
 - "output-scale", int8 (whose error comes from calibration, not rounding), and any precision whose
   reference.npz has no float64 run (one written before supplied graphs had one):
   max|artifact - reference| <= max_error x scale.
 Each output reports the tolerance it would have needed (`needs_atol`, `needs_max_error`, and for the
-reference-error rule `needs_error_factor`). Relative errors divide by |reference| + EPS (EPS guards
+reference-error rule `needs_error_factor`, `needs_rms_factor`); `rms_error` and `relative_l2`
+(rms|Δ| / rms(reference)) are reported under every rule. Relative errors divide by |reference| + EPS (EPS guards
 zeros) and are reported, not gated. NaN or Inf always fails. Cosine similarity: >= min_cosine.
 
 Reduced precision is judged mainly on what users see. Keypoints: SimCC decoded on both sides
@@ -164,14 +171,32 @@ def output_limit(tol: Tolerance, scale: float, reference_error: float | None) ->
     return {"rule": "output-scale", "atol": tol.max_error * scale, "max_error": tol.max_error}
 
 
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values)))) if values.size else 0.0
+
+
+def rms_limit(tol: Tolerance, reference_rms: float, reference_rms_error: float | None) -> dict[str, object]:
+    """The typical-error limit of one output under the reference-error rule ({} where it does not apply).
+
+    `reference_rms` is rms(reference); `reference_rms_error` rms|float32 reference - float64|, or None.
+    """
+    if tol.rms_factor is None or tol.error_factor is None or reference_rms_error is None:
+        return {}
+    return {"rms_atol": tol.rms_factor * reference_rms_error + tol.error_floor * reference_rms,
+            "reference_rms_error": reference_rms_error, "reference_rms": reference_rms, "rms_factor": tol.rms_factor}
+
+
 def compare_output(reference: np.ndarray, actual: np.ndarray, tol: Tolerance,
-                   reference_error: float | None = None) -> dict[str, object]:
+                   reference_error: float | None = None,
+                   reference_rms_error: float | None = None) -> dict[str, object]:
     """Error statistics of one output against its reference and the verdict of its limit.
 
     `reference` and `actual` have the same shape (any float dtype). Returns abs/rel error stats, cosine,
     `scale`, the limit (see `output_limit`) and what would have passed: `needs_atol` (max|Δ|),
     `needs_rtol` (max relative error), `needs_max_error` (max|Δ| / scale) and, under the
-    reference-error rule, `needs_error_factor`.
+    reference-error rule, `needs_error_factor`; `rms_error` (rms|Δ|) and `relative_l2` (rms|Δ| /
+    rms(reference)), and with `reference_rms_error` (rms|float32 reference - float64|) and the
+    precision's `rms_factor` the typical-error limit `rms_atol` and `needs_rms_factor` (`rms_limit`).
     """
     ref, act = reference.astype(np.float64), actual.astype(np.float64)
     abs_err = np.abs(act - ref)
@@ -180,6 +205,8 @@ def compare_output(reference: np.ndarray, actual: np.ndarray, tol: Tolerance,
     scale = output_scale(ref)
     limit = output_limit(tol, scale, reference_error)
     needs_atol = float(np.max(abs_err))  # NaN when any element is NaN: fails every comparison below
+    rms_error, reference_rms = _rms(act - ref), _rms(ref)
+    typical = rms_limit(tol, reference_rms, reference_rms_error)
     denom = np.linalg.norm(ref) * np.linalg.norm(act)
     cosine = float(np.dot(ref.ravel(), act.ravel()) / denom) if denom > 0 and finite else float("nan")
     result = {
@@ -190,10 +217,15 @@ def compare_output(reference: np.ndarray, actual: np.ndarray, tol: Tolerance,
         "elements_failing": int(np.count_nonzero(~(abs_err <= limit["atol"]))),
         "passed_elementwise": finite and bool(needs_atol <= limit["atol"]),
         "passed_cosine": finite and cosine >= tol.min_cosine,
+        "rms_error": rms_error, "relative_l2": _ratio(rms_error, reference_rms), **typical,
     }
     if limit["rule"] == "reference-error":
         excess = max(needs_atol - tol.error_floor * scale, 0.0)
         result["needs_error_factor"] = _ratio(excess, reference_error)
+    if typical:
+        excess = max(rms_error - tol.error_floor * reference_rms, 0.0)
+        result["needs_rms_factor"] = _ratio(excess, typical["reference_rms_error"])
+        result["passed_rms"] = finite and bool(rms_error <= typical["rms_atol"])
     return result
 
 
@@ -205,6 +237,13 @@ def _elementwise_breach(name: str, r: Mapping) -> str:
                 f"(needs error_factor ≥ {r['needs_error_factor']:.3g})")
     return (f"{name} max|Δ| {r['needs_atol']:.3g} > atol {r['atol']:.3g} = max_error {r['max_error']:g} × scale "
             f"{r['scale']:.3g} (needs max_error ≥ {r['needs_max_error']:.3g})")
+
+
+def _rms_breach(name: str, r: Mapping) -> str:
+    return (f"{name} rms|Δ| {r['rms_error']:.3g} vs float64 > {r['rms_atol']:.3g} = rms_factor {r['rms_factor']:g} × "
+            f"the float32 reference's own rms {r['reference_rms_error']:.3g} + error_floor {r['error_floor']:g} × "
+            f"rms(reference) {r['reference_rms']:.3g} "
+            f"(needs rms_factor ≥ {r['needs_rms_factor']:.3g})")
 
 
 # --------------------------------------------------------------------------------------------- keypoints
@@ -301,15 +340,18 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
         if reference[name].shape != actual[name].shape:
             breaches.append(f"{name} shape {list(actual[name].shape)} != reference {list(reference[name].shape)}")
             continue
-        reference_error = None
+        reference_error = reference_rms_error = None
         if reference_float32 is not None:
-            reference_error = float(np.max(np.abs(reference_float32[name].astype(np.float64) - reference[name])))
-        result = compare_output(reference[name], actual[name], tol, reference_error)
+            own = np.abs(reference_float32[name].astype(np.float64) - reference[name])
+            reference_error, reference_rms_error = float(np.max(own)), _rms(own)
+        result = compare_output(reference[name], actual[name], tol, reference_error, reference_rms_error)
         outputs[name] = result
         if not result["finite"]:
             breaches.append(f"{name} has NaN or Inf")
         if not result["passed_elementwise"] and result["finite"]:
             breaches.append(_elementwise_breach(name, result))
+        if not result.get("passed_rms", True) and result["finite"]:
+            breaches.append(_rms_breach(name, result))
         if result["finite"] and not result["passed_cosine"]:
             breaches.append(f"{name} cosine {result['cosine']:.6f} < min_cosine {tol.min_cosine:g} "
                             f"(needs min_cosine ≤ {result['cosine']:.6f})")
@@ -427,11 +469,15 @@ def summary_lines(job: str, metrics: Mapping[str, object]) -> list[str]:
     """Lines for humans: one per output, one for the confident keypoints, one per breach."""
     lines = []
     for name, r in metrics.get("outputs", {}).items():  # type: ignore[union-attr]
-        status = "PASSED" if r["passed_elementwise"] and r["passed_cosine"] else "FAILED"
+        passed_rms = r.get("passed_rms", True)
+        status = "PASSED" if r["passed_elementwise"] and passed_rms and r["passed_cosine"] else "FAILED"
         derived = (f"{r['error_factor']:g} × float32's own {r['reference_error']:.2g} + {r['error_floor']:g} × scale"
                    if r["rule"] == "reference-error" else f"{r['max_error']:g} × scale")
+        typical = (f" rms|Δ| {r['rms_error']:.2g} {'≤' if passed_rms else '>'} {r['rms_atol']:.2g} "
+                   f"({r['rms_factor']:g} × float32's own rms {r['reference_rms_error']:.2g})" if "rms_atol" in r else "")
         lines.append(f"{status} {job} {name} max|Δ| {r['needs_atol']:.2g} {'≤' if r['passed_elementwise'] else '>'} "
-                     f"atol {r['atol']:.2g} ({r['rule']}: {derived} {r['scale']:.3g}) cosine {r['cosine']:.7f}")
+                     f"atol {r['atol']:.2g} ({r['rule']}: {derived} {r['scale']:.3g}){typical} "
+                     f"cosine {r['cosine']:.7f}")
     keypoints = metrics.get("keypoints")
     if isinstance(keypoints, dict):
         kp = keypoints["confident"]

@@ -49,7 +49,9 @@ def fmt_number(value: float | None, spec: str, suffix: str = "") -> str:
 def elementwise_text(tol: dict) -> str:
     """The elementwise limit of a precision (pipeline/check/verify.py: output_limit), scale = max |reference|."""
     if tol.get("error_factor") is not None:
-        return (f"|Δ| ≤ {tol['error_factor']:g} × float32's own error + {tol['error_floor']:g} × scale "
+        typical = (f", rms|Δ| ≤ {tol['rms_factor']:g} × float32's own rms + {tol['error_floor']:g} × rms"
+                   if tol.get("rms_factor") is not None else "")
+        return (f"|Δ| ≤ {tol['error_factor']:g} × float32's own error + {tol['error_floor']:g} × scale{typical} "
                 f"(no float64 run: {tol['max_error']:g} × scale)")
     return f"|Δ| ≤ {tol['max_error']:g} × scale"
 

@@ -88,6 +88,36 @@ def test_reference_error_rule_scales_with_the_float32_references_own_error():
     assert "(needs error_factor ≥ 24.5)" in breach
 
 
+def test_rms_rule_catches_a_shift_of_every_element_that_the_max_rule_admits():
+    """The float32 reference's own maximum is one outlier (2e-5); its typical error is 50x smaller. A shift of
+    every element by 5e-5 stays within 10x the maximum but is 25x the typical error: a layer computed wrongly."""
+    tol = Tolerance(**{**vars(TOL), "rms_factor": 10.0})
+    reference64 = {k: v.astype(np.float64) for k, v in simcc().items()}
+    reference32 = {k: v + 1e-7 for k, v in reference64.items()}
+    for v in reference32.values():
+        v[0, 0, 0] += 2e-5
+    shifted = {k: v + 5e-5 for k, v in reference64.items()}
+    metrics = compare(reference64, shifted, tol, 0.5, reference_float32=reference32)
+    result = metrics["outputs"]["simcc_x"]
+    assert result["passed_elementwise"] and not result["passed_rms"]
+    own_rms = np.sqrt((2.01e-5 ** 2 + 95 * 1e-7 ** 2) / 96)
+    assert result["reference_rms_error"] == pytest.approx(own_rms, rel=1e-3)
+    assert result["rms_error"] == pytest.approx(5e-5, rel=1e-6)
+    assert result["relative_l2"] == pytest.approx(5e-5 / result["reference_rms"], rel=1e-6)
+    assert result["rms_atol"] == pytest.approx(10 * own_rms + 1e-7 * result["reference_rms"], rel=1e-6)
+    breach = metrics["breaches"][0]
+    assert breach.startswith("simcc_x rms|Δ| 5e-05 vs float64 > 2.08e-05 = rms_factor 10 × the float32 reference's "
+                             "own rms 2.05e-06 + error_floor 1e-07 × rms(reference) "), breach
+    assert breach.endswith(f"(needs rms_factor ≥ {result['needs_rms_factor']:.3g})")
+    assert result["needs_rms_factor"] == pytest.approx((5e-5 - 1e-7 * result["reference_rms"]) / own_rms, rel=1e-3)
+    line = next(line for line in summary_lines("job", metrics) if line.startswith("FAILED job simcc_x max|Δ| "))
+    assert " rms|Δ| 5e-05 > 2.1e-05 (10 × float32's own rms 2.1e-06) " in line, line
+    # Without an rms_factor (int8, or an older config) only the maximum is gated; the figures are still written.
+    plain = compare(reference64, shifted, TOL, 0.5, reference_float32=reference32)
+    assert plain["passed"] and "rms_atol" not in plain["outputs"]["simcc_x"]
+    assert plain["outputs"]["simcc_x"]["rms_error"] == pytest.approx(5e-5, rel=1e-6)
+
+
 def test_reference_error_rule_needs_a_float32_reference_and_a_factor():
     reference64, reference32 = simcc(), simcc()
     assert compare(reference64, reference64, TOL, 0.5)["rule"] == "output-scale"  # no float32 run given
