@@ -39,7 +39,11 @@ from dvc_repo import (
 
 pytestmark = pytest.mark.slow
 
-SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]")
+# Tune runs (its stage and workers are what these tests follow) but measures little: timing is not under test here.
+BRIEF_TUNE = ("tune.threads=[1]", "tune.warmup=1", "tune.calls=2", "tune.blocks=1", "tune.settle_s=0",
+              "tune.throughput_images=0")
+SYNTHETIC = ("model=rtmpose-t_coco17_256x192", "model.checkpoint=null", f"targets=[{','.join(FP32_TARGETS)}]",
+             *BRIEF_TUNE)
 STAGES = ["stage-deps", f"reference@{VARIANT}", f"export@{VARIANT}", f"simplify@{VARIANT}",
           *(f"{stage}@{VARIANT}.{target}" for stage in ("tune", "build", "verify") for target in FP32_TARGETS)]
 
@@ -128,7 +132,7 @@ def test_the_other_stages_execute_only_their_source_dependencies(reproduced, rep
     clone = workspace_clone(repo, tmp_path / "clone")
     demo = clone / "conf" / "train_demo.yaml"
     demo.write_text(demo.read_text().replace("\ncoco_images: 200", "\ncoco_images: 16"))
-    overrides = (*SYNTHETIC[:2], f"targets=[{','.join(FP32_TARGETS)},onnxruntime-int8]", "calibration.num_samples=8",
+    overrides = (*SYNTHETIC[:2], *BRIEF_TUNE, f"targets=[{','.join(FP32_TARGETS)},onnxruntime-int8]", "calibration.num_samples=8",
                  "evaluate.enabled=true", "evaluate.max_ap_drop=1", "benchmark.warmup=1", "benchmark.calls=2",
                  "benchmark.blocks=1", "benchmark.settle_s=0", "benchmark.throughput_images=0")
     result = run([PYTHON, "-m", "pipeline.params", *overrides], clone)
