@@ -174,8 +174,9 @@ def test_exp_run_composes_conf_through_hydra(reproduced, repo, tmp_path):
     clone = workspace_clone(repo, tmp_path / "clone")
     before = lock(clone)
     log = StageLog(tmp_path / "stages.log")
+    same_tune = [flag for override in BRIEF_TUNE for flag in ("-S", override)]  # as the repo's params.yaml has it
     dvc("exp", "run", "-S", "model=rtmpose-t_coco17_256x192", "-S", "model.checkpoint=null", "-S", "targets=[onnxruntime-fp32]",
-        "-S", "simplify.atol=0.001", "verify", root=clone, log=log)
+        *same_tune, "-S", "simplify.atol=0.001", "verify", root=clone, log=log)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert params["targets"] == ["onnxruntime-fp32"] and params["simplify"]["atol"] == 0.001
     assert list(params["plan"]["jobs"]) == [f"{VARIANT}.onnxruntime-fp32"]
