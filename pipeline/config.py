@@ -34,6 +34,7 @@ SIMPLIFY_TOOLS = ("onnxslim", "onnxsim", "none")
 CALIBRATION_SOURCES = ("coco", "images", "blank")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime's calibrators
 INT8_FLOAT_PARTS = ("auto", "f32", "bf16")  # openvino-int8's unquantized layers; auto: bf16 where the CPU has it
+NCNN_INT8_CALIBRATIONS = ("kl", "maxabs")  # ncnn-int8 input scales (pipeline/backends/ncnn_int8.py), as ncnn2table
 PRECISION_HINTS = ("", "f32", "f16", "bf16")  # OpenVINO's inference precision; "": the target's
 
 
@@ -209,6 +210,8 @@ class NcnnConfig:
     num_threads: int = 2
     # fp16 target: ncnn layer types or layer names kept in fp32 (feature mask 31=3), e.g. ["MatMul"].
     fp16_keep_float_layers: list[str] = field(default_factory=list)
+    # int8 target: how each quantized layer's input scale is found (pipeline/backends/ncnn_int8.py).
+    int8_calibration: str = choice("maxabs", NCNN_INT8_CALIBRATIONS)
 
 
 @dataclass
@@ -236,9 +239,9 @@ class BackendsConfig:
 # run on any x86 CPU, so the composed plan (params.yaml) and its artifacts are the same on every machine;
 # tensorrt-* are left out of the plan on hosts without an NVIDIA GPU (the report says why). openvino-bf16 is
 # opt-in (`targets=[...,openvino-bf16]`) on CPUs with AVX512_BF16 or AMX; elsewhere it is left out with the
-# reason. ncnn has no int8 target (its quantization tools are not on PyPI).
+# reason. ncnn-int8 is calibrated and written by the project (pipeline/backends/ncnn_int8.py).
 DEFAULT_TARGETS = ("onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "openvino-fp32", "openvino-fp16",
-                   "openvino-int8", "ncnn-fp32", "ncnn-fp16", "tensorrt-fp16", "tensorrt-int8")
+                   "openvino-int8", "ncnn-fp32", "ncnn-fp16", "ncnn-int8", "tensorrt-fp16", "tensorrt-int8")
 
 
 @dataclass

@@ -54,7 +54,7 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend("pipeline.backends.onnxruntime", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime",
                            int8_from_qdq=True),
     "openvino": Backend("pipeline.backends.openvino", ("fp32", "fp16", "bf16", "int8"), "openvino", "openvino"),
-    "ncnn": Backend("pipeline.backends.ncnn", ("fp32", "fp16"), "ncnn", "ncnn"),
+    "ncnn": Backend("pipeline.backends.ncnn", ("fp32", "fp16", "int8"), "ncnn", "ncnn"),
     "tensorrt": Backend("pipeline.backends.tensorrt", ("fp16", "int8"), "tensorrt", "tensorrt", int8_from_qdq=True),
 }
 

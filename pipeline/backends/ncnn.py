@@ -4,10 +4,15 @@ Artifact: `model.ncnn.param` + `model.ncnn.bin` (ncnn graph and weights, convert
 ONNX by pnnx's `pnnx` executable with a fixed input shape [1,3,H,W]) and `io.json`, which maps our
 tensor names to pnnx's blob names (`input` -> `in0`, `simcc_x` -> `out0`, `simcc_y` -> `out1`, in the
 ONNX output order). ncnn runs one image at a time; the runner loops over the batch.
-Precisions: fp32 (fp32 weights, every fp16/bf16/int8 option off) and fp16 (fp16 weights in the .bin,
-fp16 storage at run time, plus fp16 arithmetic where the CPU has it, i.e. ARMv8.2 asimdhp).
-int8 is not offered: it needs ncnn's `ncnn2table`/`ncnn2int8` tools, which neither the `ncnn` nor
-the `pnnx` wheel ships (the wheel's `quantize_to_int8` only quantizes a single Mat).
+Precisions: fp32 (fp32 weights, every fp16/bf16/int8 option off), fp16 (fp16 weights in the .bin,
+fp16 storage at run time, plus fp16 arithmetic where the CPU has it, i.e. ARMv8.2 asimdhp) and int8.
+int8 is calibrated and written by the project (pipeline/backends/ncnn_int8.py, ncnn's int8 format: neither
+the `ncnn` nor the `pnnx` wheel ships ncnn2table/ncnn2int8): the fp32 model runs the calibration crops in
+`ncnn.Extractor` to give each Convolution/ConvolutionDepthWise/InnerProduct's input scale
+(`backends.ncnn.int8_calibration`: kl or maxabs), weights get per-channel scales, and the layers of
+`quantize.keep_float` (ONNX node-name prefixes; the GAU head by default) stay fp32. pnnx renames every layer,
+so a layer is matched to its ONNX node by its weights' bytes, which pnnx copies. The artifact runs with
+`use_int8_inference` (ncnn's int8 kernels: AVX2/AVX-VNNI/AVX-512 VNNI on x86, dot-product on ARM).
 Upstream: `ncnn.Net`/`ncnn.Extractor` (PyPI `ncnn`, tested 1.0.20261020) and the `pnnx` executable
 (PyPI `pnnx`, tested 20261020). The executable is called directly: `pnnx.convert()` ignores the exit
 status and imports the Python file pnnx generates. pnnx writes the same bytes for the same ONNX.
@@ -44,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends import BACKENDS, Target
+from pipeline.backends import BACKENDS, Target, ncnn_int8
 from pipeline.backends.common import check_feeds
 from pipeline.backends.interface import ArtifactFormat, Peer, SelfCalibration
 from pipeline.backends.runtime import check_mode, resolve_runtime
@@ -62,7 +67,7 @@ IO_FILE = "io.json"
 # io.json also records the precision of the weights; pnnx converts for one image [1,3,H,W].
 FILES = ArtifactFormat(PARAM_FILE, weights=BIN_FILE, companions=(IO_FILE,), precision_record=(IO_FILE, "weights"),
                        one_image=True)
-INT8_FROM_QDQ = BACKENDS["ncnn"].int8_from_qdq  # False: no int8 target (PRECISIONS)
+INT8_FROM_QDQ = BACKENDS["ncnn"].int8_from_qdq  # False: int8 calibrates itself (SelfCalibration)
 BOUND_TO_GPU = False
 FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 values
 RUNTIME_KEYS = ("num_threads",)
@@ -116,16 +121,17 @@ def _load_net(param: Path, weights: Path, precision: str, num_threads: int):
     opt = net.opt
     opt.num_threads = num_threads
     opt.use_vulkan_compute = False
-    fp16 = precision == "fp16"
+    fp16, int8 = precision == "fp16", precision == "int8"
     opt.use_fp16_storage = fp16
     opt.use_fp16_packed = fp16
     opt.use_fp16_arithmetic = fp16 and bool(ncnn.cpu_support_arm_asimdhp())
     opt.use_bf16_storage = False
     opt.use_bf16_packed = False
-    opt.use_int8_inference = False
-    opt.use_int8_storage = False
-    opt.use_int8_packed = False
-    opt.use_int8_arithmetic = False
+    # int8: ncnn's int8 kernels for the layers the .param marks (int8_scale_term); the others compute fp32.
+    opt.use_int8_inference = int8
+    opt.use_int8_storage = int8
+    opt.use_int8_packed = int8
+    opt.use_int8_arithmetic = False  # int8 activations between layers: not written by this project
     if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
         raise InputError(f"ncnn could not load {param} + {weights}; rebuild the artifact")
     return net
@@ -133,10 +139,14 @@ def _load_net(param: Path, weights: Path, precision: str, num_threads: int):
 
 def build(onnx_path: Path, target: Target, settings: NcnnConfig, out_dir: Path,
           calibration: SelfCalibration | None = None) -> Path:
-    """ONNX -> ncnn param/bin with pnnx (in a scratch directory), plus io.json. `calibration` is unused."""
+    """ONNX -> ncnn param/bin with pnnx (in a scratch directory), plus io.json; int8 is then calibrated on
+    `calibration` and rewritten (module docstring). Raises ConfigError for a precision ncnn does not build or an
+    int8 target without calibration, PipelineError when pnnx or the int8 writer fails."""
     if target.precision not in PRECISIONS:
         raise ConfigError(f"targets: ncnn cannot build precision {target.precision!r}; choose one of "
-                          f"{', '.join(PRECISIONS)} (int8 needs ncnn2table/ncnn2int8, which no PyPI package ships)")
+                          f"{', '.join(PRECISIONS)}")
+    if target.precision == "int8" and calibration is None:
+        raise ConfigError("ncnn-int8 needs calibration data (calibration stage); none was given")
     input_name, input_dims, outputs = _onnx_io(Path(onnx_path))
     if input_dims[0] > 1:
         raise ConfigError(f"{target.name}: ncnn runs one image at a time, but {onnx_path} has a static batch of "
@@ -149,12 +159,15 @@ def build(onnx_path: Path, target: Target, settings: NcnnConfig, out_dir: Path,
 
     if target.precision == "fp16":
         keep_layers_float(out_dir / PARAM_FILE, list(settings.fp16_keep_float_layers))
-    found = fp16_weight_blobs(out_dir / BIN_FILE)
+    quantized = {}
+    if target.precision == "int8":
+        quantized = _write_int8(Path(onnx_path), out_dir, calibration, settings.int8_calibration)
+    found = fp16_weight_blobs(out_dir / BIN_FILE) if target.precision != "int8" else 0
     if (found > 0) != (target.precision == "fp16"):
         raise PipelineError(f"pnnx wrote {found} fp16 weight blobs for {target.name}; its fp16 option was not applied")
     # pnnx names blobs in0.. and out0.. in the ONNX's input and output order; check that, then the shapes.
     blobs = {name: f"out{i}" for i, (name, _) in enumerate(outputs)}
-    net = _load_net(out_dir / PARAM_FILE, out_dir / BIN_FILE, "fp32", 1)
+    net = _load_net(out_dir / PARAM_FILE, out_dir / BIN_FILE, target.precision, 1)
     if list(net.input_names()) != ["in0"] or sorted(net.output_names()) != sorted(blobs.values()):
         raise PipelineError(f"pnnx named the blobs {list(net.input_names())} -> {list(net.output_names())}, "
                             f"not in0 -> {sorted(blobs.values())}; this pnnx version is untested")
@@ -166,8 +179,67 @@ def build(onnx_path: Path, target: Target, settings: NcnnConfig, out_dir: Path,
     io = {"inputs": {input_name: {"blob": "in0", "shape": [-1, *input_dims[1:]]}},
           "outputs": {name: {"blob": blobs[name], "shape": [-1, *dims[1:]]} for name, dims in outputs},
           "weights": target.precision}
+    if quantized:
+        io["int8"] = quantized
     write_json(out_dir / IO_FILE, io)
     return out_dir / PARAM_FILE
+
+
+def _onnx_weight_owners(onnx_path: Path) -> dict[bytes, str]:
+    """The float32 bytes of every Conv/Gemm/MatMul weight initializer (and its transpose, for 2-D ones) -> the
+    ONNX node that owns it: pnnx copies these bytes into the layers it makes, under names of its own."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {init.name: init for init in graph.initializer}
+    owners: dict[bytes, str] = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in initializers:
+            array = numpy_helper.to_array(initializers[node.input[1]]).astype("<f4")
+            owners.setdefault(array.tobytes(), node.name)
+            if array.ndim == 2:
+                owners.setdefault(np.ascontiguousarray(array.T).tobytes(), node.name)
+    return owners
+
+
+def _write_int8(onnx_path: Path, out_dir: Path, calibration: SelfCalibration, method: str) -> dict:
+    """Rewrite the fp32 .param/.bin in `out_dir` to int8 (pipeline/backends/ncnn_int8.py): every quantizable layer
+    except those of `calibration.keep_float`. Returns what io.json records: layers, method, samples."""
+    param, weights = out_dir / PARAM_FILE, out_dir / BIN_FILE
+    layers, blob_count = ncnn_int8.read_param(param)
+    data = ncnn_int8.locate_blobs(layers, weights)
+    owners = _onnx_weight_owners(onnx_path)
+    chosen, kept, unmatched = [], [], []
+    for layer in layers:
+        if layer.type not in ncnn_int8.QUANTIZABLE or not layer.blobs:
+            continue
+        node = owners.get(ncnn_int8.fp32_weights(data, layer.blobs[0]).tobytes())
+        if node is None:
+            unmatched.append(layer.name)
+        elif any(node.startswith(prefix) for prefix in calibration.keep_float):
+            kept.append(layer.name)
+        else:
+            chosen.append(layer)
+    if unmatched and calibration.keep_float:
+        raise PipelineError(f"ncnn-int8: layers {unmatched} match no ONNX node's weights, so quantize.keep_float "
+                            f"{list(calibration.keep_float)} cannot be applied to them; this pnnx changed the weights")
+    if not chosen:
+        raise PipelineError(f"ncnn-int8: quantize.keep_float {list(calibration.keep_float)} leaves no layer to "
+                            "quantize")
+    net = _load_net(param, weights, "fp32", 1)
+    input_blob = next(iter(net.input_names()))
+
+    def forward(image: np.ndarray, blobs) -> dict[str, np.ndarray]:
+        return _forward(net, {input_blob: image}, blobs, intermediate=True)
+
+    inputs = np.asarray(calibration.inputs, np.float32)
+    scales = ncnn_int8.activation_scales(forward, inputs, sorted({layer.bottoms[0] for layer in chosen}), method)
+    del net
+    rewritten = ncnn_int8.quantize(layers, data, chosen, scales)
+    ncnn_int8.write_param(param, layers, blob_count)
+    weights.write_bytes(rewritten)
+    return {"layers": len(chosen), "kept_float": kept, "calibration": method, "calibration_samples": len(inputs)}
 
 
 def keep_layers_float(param: Path, keep: list[str]) -> None:
@@ -197,11 +269,14 @@ def keep_layers_float(param: Path, keep: list[str]) -> None:
     param.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _forward(net, feeds: Mapping[str, np.ndarray], outputs) -> dict[str, np.ndarray]:
-    """One image through an Extractor; blob name -> float32 array (fp16/bf16 blobs are converted back)."""
+def _forward(net, feeds: Mapping[str, np.ndarray], outputs, intermediate: bool = False) -> dict[str, np.ndarray]:
+    """One image through an Extractor; blob name -> float32 array (fp16/bf16 blobs are converted back).
+    `intermediate`: blobs inside the net are asked for, so the extractor keeps every blob it computed (ncnn's
+    light mode frees a blob once its consumers ran)."""
     import ncnn
 
     extractor = net.create_extractor()
+    extractor.set_light_mode(not intermediate)
     for blob, array in feeds.items():
         extractor.input(blob, ncnn.Mat(np.ascontiguousarray(array)))
     results = {}
@@ -224,8 +299,11 @@ def _featmasks(param: Path) -> dict[str, int]:
     return masks
 
 
-def layer_precisions(net, featmasks: Mapping[str, int]) -> dict[str, int]:
-    """Layers by the precision ncnn stores their activations in, following Net::convert_layout."""
+def layer_precisions(net, featmasks: Mapping[str, int], int8_layers: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Layers by the precision ncnn computes them in: int8 for the layers the .param marks int8 (`int8_layers`,
+    ncnn_int8.int8_layers) when `use_int8_inference` is on, else the precision ncnn stores their activations
+    in, following Net::convert_layout."""
+    int8_layers = int8_layers or {}
     import ncnn
 
     opt = net.opt
@@ -233,7 +311,9 @@ def layer_precisions(net, featmasks: Mapping[str, int]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for layer in net.layers():
         mask = featmasks.get(layer.name, 0)
-        if opt.use_fp16_storage and not mask & 2 and cpu_fp16 and layer.support_fp16_storage:
+        if layer.name in int8_layers and opt.use_int8_inference:
+            counts["int8"] += 1
+        elif opt.use_fp16_storage and not mask & 2 and cpu_fp16 and layer.support_fp16_storage:
             counts["fp16"] += 1
         elif opt.use_bf16_storage and not mask & 4 and layer.support_bf16_storage:
             counts["bf16"] += 1
@@ -293,8 +373,11 @@ class Runner:
         self.outputs = io["outputs"]
         self.net = _load_net(artifact_dir / PARAM_FILE, artifact_dir / BIN_FILE, target.precision, num_threads)
         opt = self.net.opt
-        layers = layer_precisions(self.net, _featmasks(artifact_dir / PARAM_FILE))
-        weights = fp16_weight_blobs(artifact_dir / BIN_FILE)
+        marked_int8 = ncnn_int8.int8_layers(artifact_dir / PARAM_FILE)
+        if (target.precision == "int8") != bool(marked_int8):
+            raise ConfigError(f"{artifact_dir} has {len(marked_int8)} int8 layers, but the target is {target.name}")
+        layers = layer_precisions(self.net, _featmasks(artifact_dir / PARAM_FILE), marked_int8)
+        weights = fp16_weight_blobs(artifact_dir / BIN_FILE) if target.precision != "int8" else 0
         executed = dict(layers)
         if weights and not layers.get("fp16"):
             # fp32 compute on fp16-rounded weights (x86): report the fp16 weights, as the openvino backend does.
@@ -308,6 +391,7 @@ class Runner:
             "use_fp16_arithmetic": opt.use_fp16_arithmetic,
             "use_bf16_storage": opt.use_bf16_storage,
             "use_int8_inference": opt.use_int8_inference,
+            "int8_layers": dict(Counter(marked_int8.values())),
             "layer_precision": layers,
             "fp16_weight_blobs": weights,
             "execution_precision": dict(sorted(executed.items())),

@@ -1,4 +1,5 @@
-"""ncnn backend: build both precisions of a seeded rtmpose-t, run them, and check names, numbers and settings."""
+"""ncnn backend: build fp32 and fp16 of a seeded rtmpose-t, run them, and check names, numbers and settings.
+int8 (calibrated and written by the project): tests/backends/test_backend_ncnn_int8.py."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pipeline.sources.weights import WeightsInfo  # noqa: E402
 
 VARIANT = "rtmpose-t_coco17_256x192"
 CFG = NcnnConfig(num_threads=2, fp16_keep_float_layers=[])  # the backend's section, `backends.ncnn`
+FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
 def arm_fp16() -> bool:
@@ -48,7 +50,7 @@ def model_dir(tmp_path_factory) -> Path:
     inputs = np.random.default_rng(0).standard_normal((2, 3, *variant.input_hw)).astype(np.float32)
     float32, float64 = torch_reference(model, inputs)
     np.savez(root / "reference.npz", input=inputs, **float32, **{k + "_float64": v for k, v in float64.items()})
-    for precision in ncnn_backend.PRECISIONS:
+    for precision in FLOAT_PRECISIONS:
         (root / precision).mkdir()
         ncnn_backend.build(root / "model.onnx", Target("ncnn", precision), CFG, root / precision)
     return root
@@ -66,7 +68,7 @@ def tolerances():
     return load_config(["out_dir=unused"]).verify.tolerances
 
 
-@pytest.fixture(scope="module", params=ncnn_backend.PRECISIONS)
+@pytest.fixture(scope="module", params=FLOAT_PRECISIONS)
 def runner(request, model_dir):
     return ncnn_backend.Runner(model_dir / request.param, Target("ncnn", request.param), CFG)
 
@@ -75,7 +77,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("precision", ncnn_backend.PRECISIONS)
+@pytest.mark.parametrize("precision", FLOAT_PRECISIONS)
 def test_build_writes_param_bin_and_io_map(model_dir, precision):
     out = model_dir / precision
     assert sorted(p.name for p in out.iterdir()) == ["io.json", "model.ncnn.bin", "model.ncnn.param"]
@@ -98,7 +100,7 @@ def test_outputs_by_name_and_shape(runner, reference):
     assert all(array.dtype == np.float32 for array in outputs.values())
 
 
-@pytest.mark.parametrize("precision", ncnn_backend.PRECISIONS)
+@pytest.mark.parametrize("precision", FLOAT_PRECISIONS)
 def test_outputs_pass_verification_of_their_precision(model_dir, reference, tolerances, precision):
     outputs = ncnn_backend.Runner(model_dir / precision, Target("ncnn", precision), CFG)({"input": reference["input"]})
     float64 = {k: reference[k + "_float64"] for k in ("simcc_x", "simcc_y")}
@@ -178,8 +180,8 @@ def test_runner_refuses_an_artifact_of_another_precision(model_dir):
         ncnn_backend.Runner(model_dir / "fp32", Target("ncnn", "fp16"), CFG)
 
 
-def test_int8_is_refused(model_dir, tmp_path):
-    with pytest.raises(ConfigError, match="int8"):
+def test_int8_without_calibration_is_refused(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="ncnn-int8 needs calibration data"):
         ncnn_backend.build(model_dir / "model.onnx", Target("ncnn", "int8"), CFG, tmp_path)
 
 
