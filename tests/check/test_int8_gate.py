@@ -18,7 +18,7 @@ from conftest import VARIANT, run_stage
 from onnx_faults import activation_quantizers, scale_activation_quantization
 from test_faults import one_line_error, verify
 
-INT8_TARGETS = ("onnxruntime-int8", "openvino-int8")
+INT8_TARGETS = ("onnxruntime-int8", "openvino-int8", "ncnn-int8")
 
 
 @pytest.fixture(scope="module")
