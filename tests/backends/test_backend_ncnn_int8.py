@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,40 @@ def test_the_demo_chain_verifies_and_ships_ncnn_int8(demo_chain):
     assert metrics["runtime_settings"]["execution_precision"]["int8"] >= 30
     manifest = json.loads((demo_chain.out_dir / "release" / VARIANT / "manifest.json").read_text())
     assert "ncnn-int8" in manifest["targets"]
+
+
+def test_requantization_is_fused_between_int8_layers_and_ncnn_uses_it(tmp_path):
+    """conv -> depthwise conv -> conv+ReLU -> conv with nothing between them (RTMPose has a Swish there, so
+    nothing to fuse): each layer feeding another int8 layer requantizes its output (`8=10x`) with that layer's
+    input scale, and ncnn reads that scale (one wrong requantization scale wrecks the output)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.Conv2d(16, 16, 3, 1, 1, groups=16),
+                                torch.nn.Conv2d(16, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), input_names=["input"],
+                          output_names=["out"], opset_version=17, dynamo=False)
+    crops = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    for folder in ("fp32", "int8"):
+        (tmp_path / folder).mkdir()
+        ncnn_backend._run_pnnx(tmp_path / "m.onnx", [1, 3, 32, 32], False, tmp_path / folder)
+    ncnn_backend._write_int8(tmp_path / "m.onnx", tmp_path / "int8", SelfCalibration(crops, (), None, 0.0), "maxabs")
+    terms = [layer.int_param(ncnn_int8.INT8_SCALE_KEY) for layer in layers_of(tmp_path / "int8")[1:]]
+    assert terms == [102, 101, 102, 2]
+
+    def run(folder: str, precision: str) -> np.ndarray:
+        net = ncnn_backend._load_net(tmp_path / folder / "model.ncnn.param", tmp_path / folder / "model.ncnn.bin",
+                                     precision, 1)
+        return np.stack([ncnn_backend._forward(net, {"in0": crop}, ["out0"])["out0"] for crop in crops[:4]])
+
+    fp32, int8 = run("fp32", "fp32"), run("int8", "int8")
+    scale = np.abs(fp32).max()
+    assert np.abs(int8 - fp32).max() < 0.03 * scale
+    layers = layers_of(tmp_path / "int8")
+    offset = layers[1].blobs[-1][0]  # the first conv's requantization scale: the depthwise conv's input scale
+    data = bytearray((tmp_path / "int8" / "model.ncnn.bin").read_bytes())
+    data[offset:offset + 4] = (np.frombuffer(data, "<f4", 1, offset) * np.float32(4)).tobytes()
+    (tmp_path / "int8" / "model.ncnn.bin").write_bytes(bytes(data))
+    assert np.abs(run("int8", "int8") - fp32).max() > 0.3 * scale
