@@ -31,8 +31,20 @@ AXES_INPUT_SINCE = {"ReduceL1": 18, "ReduceL2": 18, "ReduceLogSum": 18, "ReduceL
 # version before that opset to compute the same function (an unset attribute has the old default); an empty dict:
 # that version only admits new element types. Reduce*: their axes input is moved back (lower_opset).
 SAME_FUNCTION_WHEN = {
-    **{(op, since): {"noop_with_empty_axes": (0,)} for op, since in AXES_INPUT_SINCE.items()},
+    # New element types only (float8, int4, float4, bfloat16, ...; Cast's `saturate` acts on float8 alone):
+    **{(op, since): {} for since in (19, 21, 23, 24, 25)
+       for op in ("Constant", "Identity", "Reshape", "Shape", "Size", "Cast", "CastLike", "Pad", "If", "Loop", "Scan")},
+    **{("ConstantOfShape", since): {} for since in (20, 21, 23, 24, 25)},
+    **{(op, since): {} for since in (21, 23, 24, 25) for op in ("Flatten", "Squeeze", "Unsqueeze", "Transpose")},
+    **{(op, 22): {} for op in (
+        "Conv", "ConvTranspose", "AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid",
+        "HardSwish", "Elu", "Selu", "Softplus", "Softsign", "InstanceNormalization", "LpNormalization", "Dropout",
+        "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+        "ThresholdedRelu", "RoiAlign")},
     ("ReduceMax", 20): {}, ("ReduceMin", 20): {},  # bool inputs
+    ("Equal", 19): {},  # string inputs
+    # New behaviour, which a node may leave unused:
+    **{(op, since): {"noop_with_empty_axes": (0,)} for op, since in AXES_INPUT_SINCE.items()},
     ("Split", 18): {"num_outputs": None},
     ("Pad", 18): {},  # its `axes` input: checked in _same_function
     ("Pad", 19): {"mode": (b"constant", b"reflect", b"edge")},  # adds "wrap"
@@ -40,15 +52,6 @@ SAME_FUNCTION_WHEN = {
     ("Resize", 19): {"coordinate_transformation_mode": (b"half_pixel", b"pytorch_half_pixel", b"align_corners",
                                                         b"asymmetric", b"tf_crop_and_resize")},
     ("AveragePool", 19): {"dilations": None},
-    ("Cast", 19): {}, ("CastLike", 19): {}, ("Equal", 19): {},  # float8 (`saturate` acts on float8 only), string
-    **{(op, since): {} for since in (19, 21, 23, 24, 25)
-       for op in ("Constant", "Identity", "Reshape", "Shape", "Size", "Cast", "CastLike", "Pad", "If", "Loop", "Scan")},
-    **{("ConstantOfShape", since): {} for since in (20, 21, 23, 24, 25)},
-    **{(op, since): {} for since in (21, 23, 24, 25) for op in ("Flatten", "Squeeze", "Unsqueeze", "Transpose")},
-    **{(op, 22): {} for op in ("Conv", "ConvTranspose", "AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool",
-                               "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Softsign", "InstanceNormalization",
-                               "LpNormalization", "Dropout", "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
-                               "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "ThresholdedRelu", "RoiAlign")},  # bfloat16
 }
 # Element types every opset from 13 has for the operators above; a graph with others cannot be lowered.
 OLD_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BOOL, TensorProto.INT8,
@@ -91,6 +94,7 @@ def _same_function(node: onnx.NodeProto, version: int, opset: int, source: str) 
         for key, allowed in rule.items():
             value = _attribute(node, key)
             if value is not None and (allowed is None or value not in allowed):
+                value = value.decode() if isinstance(value, bytes) else value
                 raise InputError(f"{source}: {node.op_type} node {node.name or node.output[0]!r} sets {key}={value!r}, "
                                  f"which opset {opset} does not have; export the model at opset {opset}")
     if node.op_type == "Pad" and len(node.input) > 3 and node.input[3]:

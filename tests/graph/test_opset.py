@@ -77,3 +77,16 @@ def test_axes_from_an_initializer_and_empty_axes():
 def test_what_opset17_cannot_express_is_refused_naming_the_operator(nodes, initializers, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         lower_opset(_graph(nodes, initializers), 17, "test")
+
+
+def test_a_newer_behaviour_is_refused_only_where_a_node_uses_it():
+    pads = numpy_helper.from_array(np.array([0, 1, 0, 1], np.int64), "pads")
+    for mode, refused in (("reflect", False), ("wrap", True)):
+        model = _graph([helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode, name="pad")], [pads], opset=19,
+                       out_shape=(2, 6))
+        if refused:
+            with pytest.raises(InputError, match="Pad node 'pad' sets mode='wrap', which opset 17 does not have"):
+                lower_opset(model, 17, "test")
+        else:
+            x = np.arange(8, dtype=np.float32).reshape(2, 4)
+            assert np.array_equal(run_fp32(model, x)["y"], run_fp32(lower_opset(model, 17, "test"), x)["y"])
