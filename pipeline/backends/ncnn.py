@@ -247,7 +247,7 @@ def _write_int8(onnx_path: Path, out_dir: Path, calibration: SelfCalibration, me
 
     inputs = np.asarray(calibration.inputs, np.float32)
     scales = ncnn_int8.activation_scales(forward, inputs, sorted({layer.bottoms[0] for layer in chosen}), method)
-    del net
+    net = None  # the fp32 Net goes before the rewrite (`del` would leave `forward` reading an unbound name)
     rewritten = ncnn_int8.quantize(layers, data, chosen, scales)
     ncnn_int8.write_param(param, layers, blob_count)
     weights.write_bytes(rewritten)

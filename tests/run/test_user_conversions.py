@@ -107,7 +107,8 @@ def test_an_fp16_onnx_converts_in_its_float32_form(keep_io_types, tmp_path):
         warnings.simplefilter("ignore")
         onnx.save(float16.convert_float_to_float16(source, keep_io_types=keep_io_types), str(folder / "end2end.onnx"))
     targets = ("onnxruntime-fp32", "onnxruntime-fp16", "openvino-fp32")
-    result = run_python("-m", "pipeline", f"model.checkpoint={folder / 'end2end.onnx'}", f"targets=[{','.join(targets)}]",
+    result = run_python("-m", "pipeline", f"model.checkpoint={folder / 'end2end.onnx'}",
+                        f"targets=[{','.join(targets)}]",
                         "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
                         "benchmark.peers=false", "tune.enabled=false", "hydra.run.dir=hydra",
                         cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
