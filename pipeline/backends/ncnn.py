@@ -17,6 +17,11 @@ Upstream: `ncnn.Net`/`ncnn.Extractor` (PyPI `ncnn`, tested 1.0.20261020) and the
 (PyPI `pnnx`, tested 20261020). The executable is called directly: `pnnx.convert()` ignores the exit
 status and imports the Python file pnnx generates. pnnx writes the same bytes for the same ONNX.
 
+Opsets: pnnx reads the Reduce operators' axes only as the attribute of opsets up to 17; from opset 18 they come
+as an input, which pnnx ignores, so RTMPose's ScaleNorm (ReduceL2) reduces over every axis and the outputs are
+off by up to 1e8. A graph above `MAX_OPSET` is lowered to it before pnnx (pipeline/graph/opset.py: constant axes
+back into the attribute, exactly; an operator with no opset-17 form is refused, naming it).
+
 Precision is set, not assumed. ncnn's defaults turn on fp16 storage/arithmetic (and pnnx's default
 writes fp16 weights), so both are set from the target. The runner reports, per layer, the precision its
 activations are stored in, derived like ncnn's `Net::convert_layout`: fp16 only where fp16 storage is
@@ -56,7 +61,8 @@ from pipeline.backends.runtime import check_mode, resolve_runtime
 from pipeline.config import NcnnConfig
 from pipeline.core.errors import ConfigError, InputError, PipelineError, RuntimeMissingError
 from pipeline.core.io import write_json
-from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES
+from pipeline.core.onnx_io import INPUT_NAME, OUTPUT_NAMES, load_onnx, save_onnx
+from pipeline.graph.opset import lower_opset, model_opset
 
 PRECISIONS = BACKENDS["ncnn"].precisions
 SETTINGS = NcnnConfig
@@ -73,6 +79,7 @@ FP16_WEIGHT_TAG = 0x01306B47  # ncnn ModelBin: the blob that follows holds fp16 
 RUNTIME_KEYS = ("num_threads",)
 FEATMASK_KEY = "31"  # per-layer feature mask: bit 0 no fp16 arithmetic, bit 1 no fp16 storage, bit 2 no bf16
 KEEP_FLOAT_MASK = 0b11
+MAX_OPSET = 17  # the newest opset pnnx converts right (module docstring)
 
 
 def unavailable_reason(target: Target) -> str:
@@ -103,7 +110,12 @@ def _run_pnnx(onnx_path: Path, input_shape: list[int], fp16: bool, work_dir: Pat
     except ImportError:
         raise RuntimeMissingError("the ncnn backend converts with the Python package 'pnnx', which is not "
                                   "installed; run `pip install \".[ncnn]\"`") from None
-    shutil.copyfile(onnx_path, work_dir / "model.onnx")
+    model = load_onnx(onnx_path)
+    if model_opset(model) > MAX_OPSET:
+        save_onnx(lower_opset(model, MAX_OPSET, f"ncnn (pnnx reads opsets up to {MAX_OPSET}): {onnx_path}"),
+                  work_dir / "model.onnx")
+    else:
+        shutil.copyfile(onnx_path, work_dir / "model.onnx")
     shape = ",".join(str(d) for d in input_shape)
     command = [pnnx.EXEC_PATH, "model.onnx", f"inputshape=[{shape}]f32", f"fp16={int(fp16)}", "device=cpu",
                f"ncnnparam={PARAM_FILE}", f"ncnnbin={BIN_FILE}"]

@@ -33,6 +33,7 @@ from pipeline.graph.float64 import run_float64, to_float64
 from pipeline.model.spec import ModelSpec
 from pipeline.planning.plan import model_config, spec_of, variant_entry
 from pipeline.sources.describe import resolve_path, source_kind
+from pipeline.sources.fp16_onnx import float32_form
 from pipeline.sources.sdk import read_sdk
 from pipeline.sources.weights import WeightsInfo, build_reference_model
 
@@ -41,7 +42,8 @@ Forward = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 def supplied_onnx(model_cfg: ModelConfig, spec: ModelSpec) -> onnx.ModelProto:
     """The supplied graph (an .onnx file or an SDK folder/zip's net) brought to the consumer contract:
-    `input` -> `simcc_x`, `simcc_y` with K and the bins fixed (pipeline/core/onnx_io.py)."""
+    `input` -> `simcc_x`, `simcc_y` with K and the bins fixed (pipeline/core/onnx_io.py); an fp16 graph in its
+    float32 form (pipeline/sources/fp16_onnx.py)."""
 
     path = resolve_path(model_cfg.checkpoint)
     if source_kind(path) == "sdk":
@@ -50,6 +52,7 @@ def supplied_onnx(model_cfg: ModelConfig, spec: ModelSpec) -> onnx.ModelProto:
     else:
         proto = load_onnx(path)
     check_finite_weights(proto, f"model.checkpoint={model_cfg.checkpoint}")
+    proto = float32_form(proto, f"model.checkpoint={model_cfg.checkpoint}")
     canonicalize_io(proto, spec)
     check_io(proto, spec, f"model.checkpoint={model_cfg.checkpoint}")
     return proto

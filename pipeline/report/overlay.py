@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import InputError, PipelineError
 from pipeline.core.io import read_npz
 from pipeline.inputs.golden import DATA_DIR, PHOTO_BOXES
 from pipeline.model.decode import decode_to_image
@@ -54,6 +54,8 @@ def photo_matrices(spec: ModelSpec) -> list[np.ndarray]:
 def run_on_crops(runner, crops: np.ndarray) -> dict[str, np.ndarray]:
     """One crop per call: batch 1 fits both dynamic-batch and static-batch-1 artifacts."""
     results = [runner({"input": np.ascontiguousarray(crops[i:i + 1])}) for i in range(len(crops))]
+    if not {"simcc_x", "simcc_y"} <= set(results[0]):
+        raise InputError(f"its outputs are {sorted(results[0])}, not simcc_x and simcc_y")
     return {name: np.concatenate([r[name] for r in results]) for name in ("simcc_x", "simcc_y")}
 
 

@@ -7,7 +7,9 @@
   checkpoints without cfg, distillers whose student lives in another file) the tensor shapes, which
   fix the scale, the keypoint count K, the head kind and, with the SimCC split ratio, the input size;
 - an ONNX graph (ours, MMDeploy's, rtmlib's, DWPose's): our metadata if present, else the I/O dims,
-  with a symbolic keypoint dimension pinned by running the graph once;
+  with a symbolic keypoint dimension pinned by running the graph once; an fp16 ONNX (fp16 weights, float32
+  or fp16 I/O, as onnxconverter-common writes it) is described, and used, in its float32 form
+  (pipeline/sources/fp16_onnx.py);
 - an MMDeploy SDK folder or zip (`deploy.json`, `pipeline.json`, `detail.json` + `end2end.onnx`, as
   OpenMMLab distributes every released ONNX): `pipeline.json` gives input size, mean/std, colour
   order and split ratio (pipeline/sources/sdk.py reads it).
@@ -52,6 +54,7 @@ from pipeline.model.spec import (
     validate,
 )
 from pipeline.sources.checkpoint import load_weights
+from pipeline.sources.fp16_onnx import describe_fp16, float32_form
 from pipeline.sources.mmpose_config import keypoints_from_dataset_meta, parse_config_text, spec_from_config
 from pipeline.sources.sdk import SDK_REQUIRED_FILES, read_sdk, sdk_facts
 
@@ -289,7 +292,11 @@ def _describe_onnx_source(path: Path, model_cfg: Any, kind: str) -> ModelSpec:
         proto = load_onnx(path)
         name = ""
     check_finite_weights(proto, f"model.checkpoint={source}")
-    return describe_onnx(proto, name or None, source, facts, path)
+    fp16 = describe_fp16(proto)
+    spec = describe_onnx(float32_form(proto, f"model.checkpoint={source}"), name or None, source, facts, path)
+    if fp16:
+        spec = dataclasses.replace(spec, source={**spec.source, "file": f"{fp16}, used in its float32 form"})
+    return spec
 
 
 def describe_onnx(proto, name: str | None, source: str, facts: Mapping[str, Any], path: Path | None = None) -> ModelSpec:

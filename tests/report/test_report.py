@@ -32,7 +32,7 @@ import pytest
 
 from pipeline.planning.plan import job_paths
 from pipeline.report import STATUSES, build_report, collect_rows
-from pipeline.report.overlay import DPI, PANEL_IN, Column, draw_grid
+from pipeline.report.overlay import DPI, PANEL_IN, Column, draw_grid, run_on_crops
 from pipeline.report.plots import pareto_figure, save_figure
 from pipeline.report.rows import Row
 from pipeline.run.configure import load_config
@@ -396,3 +396,17 @@ def test_hostile_names_run_nothing_in_chromium(hostile, browser, tmp_path):
     _, report = hostile
     events = _open(browser, report / "index.html", _screenshot_dir(tmp_path) / "report-hostile-names.png")
     _assert_clean(events)  # no alert() dialog: no name became a script or an event handler
+
+
+def test_an_artifact_with_other_output_names_is_a_column_error_not_a_crash():
+    """An artifact that ran but names its outputs otherwise (an fp16 source's converter names, before such sources
+    were brought to float32) fails its overlay column with one line; the report goes on."""
+    import numpy as np
+
+    from pipeline.core.errors import InputError
+
+    def runner(feeds):
+        return {"/head/cls_x/MatMul_cast_to_simcc_x": np.zeros((1, 17, 384), np.float32)}
+
+    with pytest.raises(InputError, match=r"its outputs are \['/head/cls_x/MatMul_cast_to_simcc_x'\], not simcc_x"):
+        run_on_crops(runner, np.zeros((2, 3, 256, 192), np.float32))

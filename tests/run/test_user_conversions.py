@@ -118,3 +118,30 @@ def test_an_mmpose_rtmpose_m_converts_to_ncnn_int8_and_is_judged_by_the_gate(mmp
         assert re.search(r"failed verification: simcc_[xy] (max\|Δ\||cosine|rms)", summary[0]), summary[0]
         manifest = json.loads((tmp_path / "artifacts" / "release" / name / "manifest.json").read_text())
         assert "ncnn-int8" in manifest["withheld"]
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False], ids=["float32-io", "fp16-io"])
+def test_an_fp16_onnx_converts_in_its_float32_form(keep_io_types, tmp_path):
+    """An fp16 file as onnxconverter-common writes it (rknn-toolkit2#236) is used in its float32 form: the fp16
+    pass runs once, OpenVINO gets the standard I/O names, and every target passes against the file itself."""
+    float16 = pytest.importorskip("onnxconverter_common.float16", reason="onnxconverter-common (dev extra) is absent")
+    import onnx
+
+    folder = tmp_path / "rtmpose-t-fp16"
+    folder.mkdir()
+    source = onnx.load(str(mmdeploy_style_onnx(folder / "fp32.onnx", dynamic=True)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(float16.convert_float_to_float16(source, keep_io_types=keep_io_types), str(folder / "end2end.onnx"))
+    targets = ("onnxruntime-fp32", "onnxruntime-fp16", "openvino-fp32")
+    result = run_python("-m", "pipeline", f"model.checkpoint={folder / 'end2end.onnx'}",
+                        f"targets=[{','.join(targets)}]",
+                        "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
+                        "benchmark.peers=false", "tune.enabled=false", "hydra.run.dir=hydra",
+                        cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    metrics_dir = tmp_path / "artifacts" / "rtmpose-t-fp16" / "metrics"
+    metrics = {t: json.loads((metrics_dir / f"{t}.json").read_text()) for t in targets}
+    assert all(m["passed"] for m in metrics.values()), {t: m["breaches"] for t, m in metrics.items()}
+    assert_fp32_equals_the_source({t: m for t, m in metrics.items() if t.endswith("fp32")})
