@@ -212,12 +212,15 @@ def cosine_limit(tol: Tolerance, reference_cosine_distance: float | None) -> dic
     figures it was derived from.
 
     `reference_cosine_distance` is 1 - cosine of the float32 reference against its float64 run, or None
-    without a float64 run. Rule "reference-error" (the precision has `cosine_factor` and `error_factor`, and
-    the reference a float64 run): 1 - cosine_factor x that distance, where that is below `min_cosine`;
-    otherwise "min_cosine", the fixed limit.
+    without a float64 run (reported wherever there is one). Rule "reference-error" (the precision has
+    `cosine_factor` and `error_factor`, and the reference a float64 run): 1 - cosine_factor x that distance,
+    where that is below `min_cosine`; otherwise "min_cosine", the fixed limit.
     """
-    if tol.cosine_factor is None or tol.error_factor is None or reference_cosine_distance is None:
+    if reference_cosine_distance is None:
         return {"cosine_rule": "min_cosine", "cosine_limit": tol.min_cosine}
+    if tol.cosine_factor is None or tol.error_factor is None:  # bf16, int8: reported, not used
+        return {"cosine_rule": "min_cosine", "cosine_limit": tol.min_cosine,
+                "reference_cosine_distance": reference_cosine_distance}
     derived = {"reference_cosine_distance": reference_cosine_distance, "cosine_factor": tol.cosine_factor,
                "min_cosine": tol.min_cosine}
     if 1.0 - tol.cosine_factor * reference_cosine_distance < tol.min_cosine:

@@ -203,6 +203,7 @@ def test_min_cosine_holds_where_the_models_own_numerics_are_finer_or_unknown():
         result = compare(reference64, correct, tol, 0.5, reference_float32=float32, images=2)["outputs"]["simcc_x"]
         assert result["cosine_rule"] == "min_cosine" and not result["passed_cosine"]
         assert "needs_cosine_factor" not in result
+        assert ("reference_cosine_distance" in result) == (float32 is not None)  # reported wherever measured
 
 
 def test_reference_error_rule_needs_a_float32_reference_and_a_factor():
