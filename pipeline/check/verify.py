@@ -539,7 +539,8 @@ def summary_lines(job: str, metrics: Mapping[str, object]) -> list[str]:
                       if r.get("cosine_rule") == "reference-error" else "")
         lines.append(f"{status} {job} {name} max|Δ| {r['needs_atol']:.2g} {'≤' if r['passed_elementwise'] else '>'} "
                      f"atol {r['atol']:.2g} ({r['rule']}: {derived} {r['scale']:.3g}){typical} "
-                     f"cosine {r['cosine']:.7f} {'≥' if r['passed_cosine'] else '<'} {r['cosine_limit']:.7g}{own_cosine}")
+                     f"cosine {r['cosine']:.7f} {'≥' if r['passed_cosine'] else '<'} "
+                     f"{r['cosine_limit']:.7g}{own_cosine}")
     keypoints = metrics.get("keypoints")
     if isinstance(keypoints, dict):
         kp = keypoints["confident"]

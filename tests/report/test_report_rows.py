@@ -141,9 +141,9 @@ def test_templates_render_every_row_peer_and_variant():
     assert markdown.count("## rtmpose-") == 2
 
 
-FP32_TOLERANCE = {"error_factor": 16.0, "error_floor": 1e-6, "rms_factor": 16.0, "max_error": 1e-3, "min_cosine": 0.999999,
-                  "cosine_factor": 256.0, "max_mean_drift_px": 0.05, "agreement_px": 0.5, "min_agreement": 0.99,
-                  "max_score_change": 5e-4}
+FP32_TOLERANCE = {"error_factor": 16.0, "error_floor": 1e-6, "rms_factor": 16.0, "max_error": 1e-3,
+                  "min_cosine": 0.999999, "cosine_factor": 256.0, "max_mean_drift_px": 0.05, "agreement_px": 0.5,
+                  "min_agreement": 0.99, "max_score_change": 5e-4}
 COUNTS = {"passed": 1, "failed": 0, "left out": 0, "not built": 0}
 
 
