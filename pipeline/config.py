@@ -94,6 +94,10 @@ class Tolerance:
     # error_factor is unset (int8) or reference.npz has no float64 run (written before supplied graphs had one).
     max_error: float = MISSING
     min_cosine: float = MISSING  # cosine similarity of each output, all golden inputs flattened
+    # Cosine, rule "reference-error" (used where set, with error_factor, and the reference has a float64 run):
+    # 1 - cosine <= max(1 - min_cosine, cosine_factor x (1 - cosine of the float32 reference against float64)).
+    # 1 - cosine grows with the square of the error, so cosine_factor is in rms_factor's units squared.
+    cosine_factor: Optional[float] = None
     # Decoded keypoints, over the keypoints the reference is confident about (VerifyConfig.min_peak_margin):
     max_mean_drift_px: float = MISSING  # mean displacement, model input pixels
     agreement_px: float = MISSING  # a keypoint "agrees" when it moved at most this far ...

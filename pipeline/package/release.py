@@ -43,7 +43,8 @@ def _metrics(path: Path) -> dict[str, Any]:
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The verification figures a consumer needs to trust the artifact, per output and over keypoints."""
-    outputs = {name: {key: result.get(key) for key in ("needs_atol", "needs_rtol", "cosine", "rule") if key in result}
+    keys = ("needs_atol", "needs_rtol", "cosine", "cosine_limit", "rule", "cosine_rule")
+    outputs = {name: {key: result.get(key) for key in keys if key in result}
                for name, result in metrics.get("outputs", {}).items()}
     summary: dict[str, Any] = {"outputs": outputs}
     for key in FIGURES:

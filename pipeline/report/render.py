@@ -56,10 +56,19 @@ def elementwise_text(tol: dict) -> str:
     return f"|Δ| ≤ {tol['max_error']:g} × scale"
 
 
+def cosine_text(tol: dict) -> str:
+    """The cosine limit of a precision (pipeline/check/verify.py: cosine_limit): `min_cosine`, lowered to follow
+    the float32 reference's own 1 - cosine against float64 where the precision has a `cosine_factor`."""
+    if tol.get("cosine_factor") is not None:
+        return (f"≥ {tol['min_cosine']:g} or 1 − {tol['cosine_factor']:g} × float32's own 1 − cosine, whichever is "
+                f"lower (no float64 run: ≥ {tol['min_cosine']:g})")
+    return f"≥ {tol['min_cosine']:g}"
+
+
 def tolerance_text(tol: dict) -> str:
     if not tol:
         return "—"
-    return (f"{elementwise_text(tol)}, cosine ≥ {tol['min_cosine']:g}, mean drift ≤ "
+    return (f"{elementwise_text(tol)}, cosine {cosine_text(tol)}, mean drift ≤ "
             f"{tol['max_mean_drift_px']:g} px, ≥ {tol['min_agreement']:.0%} within {tol['agreement_px']:g} px")
 
 
@@ -110,7 +119,7 @@ def _filters(env: Environment) -> Environment:
     env.filters.update({
         "num": fmt_number, "g": lambda v: f"{v:g}", "pct": lambda v: f"{v:.0%}",
         "css_class": lambda status: str(status).replace(" ", "-"), "tolerance_text": tolerance_text,
-        "elementwise": elementwise_text,
+        "elementwise": elementwise_text, "cosine_text": cosine_text,
         "executes_text": executes_text, "tools_text": tools_text, "tolerances_by_precision": tolerances_by_precision,
         "url": lambda path: quote(str(path)),
     })

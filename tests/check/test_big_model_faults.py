@@ -107,7 +107,8 @@ def test_a_fault_in_rtmpose_l_fails_with_one_line(large, fault, tmp_path):
     assert re.match(rf"error: {re.escape(large.variant)}\.{target} failed verification: simcc_[xy] "
                     r"(max\|Δ\| \S+ vs float64 > .*\(needs error_factor ≥ \S+\)"
                     r"|rms\|Δ\| \S+ vs float64 > .*\(needs rms_factor ≥ \S+\)"
-                    r"|cosine \S+ < min_cosine \S+ \(needs min_cosine ≤ \S+\))", line), line
+                    r"|cosine \S+ < min_cosine \S+ \(needs min_cosine ≤ \S+\)"
+                    r"|cosine \S+ < min_cosine \S+ = 1 - cosine_factor .* \(needs cosine_factor ≥ \S+\))", line), line
     assert metrics["passed"] is False
     # Outside on the typical error, not borderline (the mildest, fp16 GAU: 3,650 against 2,048).
     needs = max(o["needs_rms_factor"] for o in metrics["outputs"].values())

@@ -118,6 +118,94 @@ def test_rms_rule_catches_a_shift_of_every_element_that_the_max_rule_admits():
     assert plain["outputs"]["simcc_x"]["rms_error"] == pytest.approx(5e-5, rel=1e-6)
 
 
+def noisy_model_outputs(own: float, artifact: float, seed: int = 0):
+    """float64 outputs of a deep model with large logits (background 100-200, one peak of 500 per row; 17
+    keypoints, 384 / 512 bins) and two evaluations of it: its float32 reference and an artifact, each with
+    independent errors of `own` / `artifact` x rms(reference), rms."""
+    rng = np.random.default_rng(seed)
+    reference64 = {}
+    for name, bins in (("simcc_x", 384), ("simcc_y", 512)):
+        values = 100 + 100 * rng.random((2, 17, bins))
+        values[..., bins // 3] = 500.0
+        reference64[name] = values
+
+    def evaluated(relative: float) -> dict[str, np.ndarray]:
+        return {k: (v + relative * np.sqrt(np.mean(v ** 2)) * rng.standard_normal(v.shape)).astype(np.float32)
+                for k, v in reference64.items()}
+
+    return reference64, evaluated(own), evaluated(artifact)
+
+
+FP32 = Tolerance(max_error=1e-3, error_factor=16.0, error_floor=1e-6, rms_factor=16.0, min_cosine=0.999999,
+                 cosine_factor=256.0, max_mean_drift_px=0.05, agreement_px=0.5, min_agreement=0.99,
+                 max_score_change=5e-4)  # conf/verify/default.yaml's fp32 (test_shipped_fp32_limits_are_these)
+
+
+def test_shipped_fp32_limits_are_these():
+    from pipeline.run.configure import load_config
+
+    assert vars(load_config([]).verify.tolerances["fp32"]) == vars(FP32)
+
+
+def test_cosine_limit_follows_the_float32_references_own_cosine_distance():
+    """rtmw-x 384x288's case (issue 21): a correct fp32 artifact of a model whose float32 reference is itself
+    off by 8.6e-4 relative (1 - cosine 3.7e-7) has 2.2x that error and a cosine of 0.9999982, under the old
+    fixed 0.999999; its own numerics explain it, so it passes. 20x its own error fails, on the cosine too."""
+    reference64, reference32, correct = noisy_model_outputs(own=8.6e-4, artifact=1.9e-3)
+    metrics = compare(reference64, correct, FP32, 0.5, reference_float32=reference32, images=2)
+    assert metrics["passed"], metrics["breaches"]
+    result = metrics["outputs"]["simcc_x"]
+    assert 0.999997 < result["cosine"] < 0.999999
+    own = result["reference_cosine_distance"]
+    assert own == pytest.approx(0.5 * 8.6e-4 ** 2, rel=0.1)
+    assert own == pytest.approx(1 - np.dot(reference32["simcc_x"].ravel().astype(np.float64),
+                                           reference64["simcc_x"].ravel())
+                                / np.linalg.norm(reference32["simcc_x"].astype(np.float64))
+                                / np.linalg.norm(reference64["simcc_x"]), rel=1e-6)
+    assert result["cosine_rule"] == "reference-error" and result["cosine_limit"] == pytest.approx(1 - 256 * own)
+    assert result["needs_cosine_factor"] == pytest.approx((1 - result["cosine"]) / own, rel=1e-6)
+    assert 3 < result["needs_cosine_factor"] < 8 and result["needs_rms_factor"] < 3  # about 2.2² and 2.2
+    line = next(line for line in summary_lines("job", metrics) if line.startswith("PASSED job simcc_x "))
+    assert f"cosine {result['cosine']:.7f} ≥ {result['cosine_limit']:.7g} (256 × float32's own 1 - cosine " in line
+    # The old fixed limit alone rejects it.
+    fixed = compare(reference64, correct, Tolerance(**{**vars(FP32), "cosine_factor": None}), 0.5,
+                    reference_float32=reference32, images=2)
+    assert any(b.startswith("simcc_x cosine ") and b.endswith(f"< min_cosine 0.999999 (needs min_cosine ≤ "
+                                                              f"{fixed['outputs']['simcc_x']['cosine']:.6f})")
+               for b in fixed["breaches"])
+    # 20x the model's own error: 1 - cosine 400x its own.
+    _, _, broken = noisy_model_outputs(own=8.6e-4, artifact=20 * 8.6e-4)
+    failed = compare(reference64, broken, FP32, 0.5, reference_float32=reference32, images=2)
+    cosine = failed["outputs"]["simcc_x"]
+    breach = next(b for b in failed["breaches"] if b.startswith("simcc_x cosine"))
+    assert breach == (f"simcc_x cosine {cosine['cosine']:.7f} < min_cosine {cosine['cosine_limit']:.7f} = 1 - "
+                      f"cosine_factor 256 × the float32 reference's own 1 - cosine {own:.3g} "
+                      f"(needs cosine_factor ≥ {cosine['needs_cosine_factor']:.3g})")
+    assert 300 < cosine["needs_cosine_factor"] < 500
+
+
+def test_min_cosine_holds_where_the_models_own_numerics_are_finer_or_unknown():
+    """A float32 reference within 3.9e-9 of its float64 run in 1 - cosine (every model measured but the
+    largest) keeps the fixed min_cosine; so does a reference without a float64 run, and a precision without
+    cosine_factor (bf16, int8)."""
+    reference64, reference32, artifact = noisy_model_outputs(own=2e-5, artifact=2e-3)
+    metrics = compare(reference64, artifact, FP32, 0.5, reference_float32=reference32, images=2)
+    result = metrics["outputs"]["simcc_x"]
+    assert result["cosine_rule"] == "min_cosine" and result["cosine_limit"] == 0.999999
+    assert result["reference_cosine_distance"] == pytest.approx(2e-10, rel=0.1)
+    assert any(b.startswith("simcc_x cosine ") and b.endswith(f"< min_cosine 0.999999 (needs min_cosine ≤ "
+                                                              f"{result['cosine']:.6f})") for b in metrics["breaches"])
+    assert result["needs_cosine_factor"] == pytest.approx(100 ** 2, rel=0.1)  # 100x its own error, squared
+    within = compare(reference64, reference32, FP32, 0.5, reference_float32=reference32, images=2)
+    assert within["outputs"]["simcc_x"]["needs_cosine_factor"] == 0.0  # within min_cosine
+    _, noisy32, correct = noisy_model_outputs(own=8.6e-4, artifact=1.9e-3)
+    for tol, float32 in ((FP32, None), (Tolerance(**{**vars(FP32), "cosine_factor": None}), noisy32)):
+        result = compare(reference64, correct, tol, 0.5, reference_float32=float32, images=2)["outputs"]["simcc_x"]
+        assert result["cosine_rule"] == "min_cosine" and not result["passed_cosine"]
+        assert "needs_cosine_factor" not in result
+        assert ("reference_cosine_distance" in result) == (float32 is not None)  # reported wherever measured
+
+
 def test_reference_error_rule_needs_a_float32_reference_and_a_factor():
     reference64, reference32 = simcc(), simcc()
     assert compare(reference64, reference64, TOL, 0.5)["rule"] == "output-scale"  # no float32 run given

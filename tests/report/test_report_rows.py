@@ -15,6 +15,7 @@ from pipeline.report.rows import (
     Row,
     VariantInfo,
     VariantReport,
+    _cosine_limit,
     candidates,
     headline,
     mark_pareto_and_recommended,
@@ -138,3 +139,28 @@ def test_templates_render_every_row_peer_and_variant():
     assert "4 jobs: 2 passed, 1 failed, 1 left out, 0 not built." in markdown
     assert "- Recommended: **fast**" in markdown and "| ort-default | — | 5.00 |" in markdown
     assert markdown.count("## rtmpose-") == 2
+
+
+FP32_TOLERANCE = {"error_factor": 16.0, "error_floor": 1e-6, "rms_factor": 16.0, "max_error": 1e-3,
+                  "min_cosine": 0.999999, "cosine_factor": 256.0, "max_mean_drift_px": 0.05, "agreement_px": 0.5,
+                  "min_agreement": 0.99, "max_score_change": 5e-4}
+COUNTS = {"passed": 1, "failed": 0, "left out": 0, "not built": 0}
+
+
+def test_a_rows_cosine_is_shown_against_the_limit_it_was_held_to():
+    """rtmw-x 384x288's fp32 (issue 21): cosine 0.9999982 under a limit its float32 reference's own 1 - cosine
+    lowered to 0.99992; not marked bad, and the tolerance says how the limit is derived."""
+    metrics = {"tolerance": FP32_TOLERANCE, "outputs": {
+        "simcc_x": {"cosine": 0.9999982, "cosine_limit": 0.99992, "passed_cosine": True},
+        "simcc_y": {"cosine": 0.9999990, "cosine_limit": 0.99993, "passed_cosine": True}}}
+    assert _cosine_limit(metrics) == (0.99992, True)
+    old = {"tolerance": FP32_TOLERANCE, "outputs": {"simcc_x": {"cosine": 0.9999982, "passed_cosine": False}}}
+    assert _cosine_limit(old) == (0.999999, False)  # written before the derived limit: the fixed one
+    row = Row("v", "onnxruntime-fp32", "fp32", "passed", latency_ms_median=2.0, drift_px=0.01, cosine=0.9999982,
+              cosine_limit=0.99992, cosine_passed=True, tolerance=FP32_TOLERANCE)
+    page = render_html([_variant("rtmw-x_wholebody133_384x288", [row], [])], COUNTS)
+    assert '<td class="num">0.9999982<span class="limit">≥ 0.99992</span></td>' in page
+    assert "≥ 0.999999 or 1 − 256 × float32&#39;s own 1 − cosine, whichever is lower" in page
+    markdown = render_markdown([_variant("rtmw-x_wholebody133_384x288", [row], [])], COUNTS)
+    assert "| 0.9999982 (≥ 0.99992) |" in markdown
+    assert "cosine ≥ 0.999999 or 1 − 256 × float32's own 1 − cosine, whichever is lower" in markdown
