@@ -19,5 +19,5 @@ def tune(cfg: RunConfig, job: str) -> dict:
     record["job"] = job
     write_json(entry["tune"], record)
     for mode, settings in record["chosen"].items():
-        print(f"tune {job} {mode}: {settings}")
+        print(f"tune {job} {mode}: {settings}" + (f" ({record['kept_defaults']})" if record.get("kept_defaults") else ""))
     return record
