@@ -193,3 +193,36 @@ def test_tune_disabled_records_nothing(tmp_path):
     cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", "tune.enabled=false"])
     record = tune(Path("unbuilt"), "openvino-fp32", cfg.tune, cfg.backends, (256, 192))
     assert record["chosen"] == {} and record["method"]["note"] == "tune.enabled is false"
+
+
+def test_the_benchmark_stage_fails_when_the_tuned_setting_is_slower_than_the_defaults(tuned, monkeypatch):
+    """The benchmark times a tuned target with its runtime's defaults too; the figures are made up here (which
+    setting is faster on a shared machine is not for a unit test), the wiring is real."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.run.steps import benchmark as step
+
+    cfg, job, _ = tuned
+    cfg = load_config([f"model={VARIANT}", "model.checkpoint=null", f"out_dir={cfg.out_dir}",
+                       "targets=[onnxruntime-fp32]", "benchmark.peers=false"])
+    one_thread = {"intra_op_num_threads": 1, "inter_op_num_threads": 1, "static_batch": 0}
+    monkeypatch.setattr(step, "recorded_runtime", lambda artifact, mode: one_thread)
+
+    def measure(candidates, backends_cfg, input_hw, bench, progress=None):
+        timed = {"target": 9.8, "defaults": 5.5}
+        return {c.name: {"name": c.name, "kind": c.kind, "target": c.target, "backend": c.backend,
+                         "description": c.description, **c.extra,
+                         "runtime_settings": {"runtime": c.latency_runtime or one_thread},
+                         "latency_ms_median": timed[c.kind], "latency_ms_p10": timed[c.kind],
+                         "latency_ms_p90": timed[c.kind], "latency_block_spread": 0.12} for c in candidates}
+
+    monkeypatch.setattr(step, "measure", measure)
+    with pytest.raises(PipelineError) as failed:
+        step.benchmark(cfg, VARIANT)
+    assert str(failed.value) == (
+        f"benchmark {VARIANT}: onnxruntime-fp32: tuned setting {one_thread} 9.80 ms is slower than onnxruntime's "
+        f"defaults 5.50 ms beyond the noise (spread 12%); rerun tune@{job} on a quiet machine")
+    written = json.loads(Path(cfg.plan["variants"][VARIANT]["benchmark"]).read_text())
+    assert set(written["targets"]) == {"onnxruntime-fp32"}  # the defaults row is not a target of its own
+    versus = written["tuned_vs_defaults"]["onnxruntime-fp32"]
+    assert (versus["tuned_latency_ms"], versus["defaults_latency_ms"]) == (9.8, 5.5)
+    assert versus["defaults_runtime_settings"]["runtime"] == backends.default_runtime("onnxruntime", cfg.backends)
