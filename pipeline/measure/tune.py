@@ -142,7 +142,8 @@ def tune(artifact_dir: Path, target_name: str, cfg: TuneConfig, backends_cfg: Ba
     bench = BenchmarkConfig(warmup=cfg.warmup, calls=cfg.calls, blocks=cfg.blocks, settle_s=cfg.settle_s,
                             throughput_images=cfg.throughput_images, throughput_rounds=cfg.throughput_rounds,
                             peers=False, seed=0)
-    defaults = {mode: backends.default_runtime(target.backend, backends_cfg, mode) for mode in ("latency", "throughput")}
+    defaults = {mode: backends.default_runtime(target.backend, backends_cfg, mode)
+                for mode in ("latency", "throughput")}
     load = _load(_cores(), cfg.load_probe_s)
     chosen: dict[str, dict] = {}
     measured: dict[str, list] = {}

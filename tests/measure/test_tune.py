@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import backends
 from pipeline.config import TuneConfig
 from pipeline.core.hardware import cpu_fingerprint
-from pipeline import backends
 from pipeline.measure.tune import busy_reason, choose, runtime_grid, slower_than_defaults
 from pipeline.run.configure import load_config
 from pipeline.run.steps.build import build

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import backends
-from pipeline.check.verify import Golden, verify_artifact
 from pipeline.backends.runtime import recorded_runtime
+from pipeline.check.verify import Golden, verify_artifact
 from pipeline.config import RunConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import read_npz, write_json
@@ -164,6 +164,10 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
         print(f"benchmark {variant_name}: fastest verified {top['recommended']} {top['recommended_latency_ms']:.2f} ms "
               f"= {top['latency_ratio_vs_best_peer']:.2f}x the best peer {top['best_peer']} "
               f"{top['best_peer_latency_ms']:.2f} ms")
+    for target, v in sorted(versus.items()):
+        slower = " (slower beyond the noise)" if v["breach"] else ""
+        print(f"benchmark {variant_name} {target}: tuned {v['tuned_latency_ms']:.2f} ms, "
+              f"{v['defaults_latency_ms']:.2f} ms with the runtime's defaults{slower}")
     breaches = [(target, v["breach"]) for target, v in sorted(versus.items()) if v["breach"]]
     if breaches:
         more = f" (+{len(breaches) - 1} more in {paths['benchmark']})" if len(breaches) > 1 else ""
