@@ -111,10 +111,14 @@ def busy_reason(load: dict[str, Any], measured: dict[str, list], cfg: TuneConfig
 
 def slower_than_defaults(tuned: dict[str, Any], default: dict[str, Any], min_gain: float) -> str:
     """'' unless the benchmark row `tuned` (an artifact with its tuned latency settings) is slower than `default`
-    (the same artifact with the runtime's defaults, timed in the same run) by more than `noise`; then one line
-    naming both medians (ms), the settings and the spread."""
+    (the same artifact with the runtime's defaults, timed in the same run) by more than `noise` and in every
+    block (its fastest block median above the defaults' slowest); then one line naming both medians (ms), the
+    settings and the spread. With one block per row the noise is not measured and nothing is judged ('')."""
+    tuned_blocks, default_blocks = tuned["latency_ms_block_medians"], default["latency_ms_block_medians"]
+    if min(len(tuned_blocks), len(default_blocks)) < 2:
+        return ""
     margin = noise([tuned, default], "latency_block_spread", min_gain)
-    if gain(default, tuned, "latency_ms_median", False) <= margin:
+    if gain(default, tuned, "latency_ms_median", False) <= margin or min(tuned_blocks) <= max(default_blocks):
         return ""
     return (f"{tuned['name']}: tuned setting {tuned['runtime_settings'].get('runtime', tuned['runtime_settings'])} "
             f"{tuned['latency_ms_median']:.2f} ms is slower than {tuned['backend']}'s defaults "

@@ -77,8 +77,9 @@ def test_a_busy_machine_keeps_the_defaults_and_says_why():
 
 
 def test_the_benchmark_names_a_tuned_setting_slower_than_the_defaults():
-    def row(ms, spread, runtime):
+    def row(ms, spread, runtime, blocks=2):
         return {"name": "onnxruntime-fp32", "backend": "onnxruntime", "latency_ms_median": ms,
+                "latency_ms_block_medians": [ms * (1 - spread / 2), ms * (1 + spread / 2)][:blocks],
                 "latency_block_spread": spread, "runtime_settings": {"runtime": runtime}}
 
     tuned, default = row(9.8, 0.12, {"intra_op_num_threads": 1}), row(5.5, 0.05, {"intra_op_num_threads": 2})
@@ -87,6 +88,9 @@ def test_the_benchmark_names_a_tuned_setting_slower_than_the_defaults():
                     "onnxruntime's defaults 5.50 ms beyond the noise (spread 12%)")
     assert slower_than_defaults(row(6.0, 0.12, {}), default, 0.03) == ""  # 9% within the 12% spread
     assert slower_than_defaults(row(5.0, 0.0, {}), default, 0.03) == ""  # faster
+    assert slower_than_defaults(row(9.8, 0.0, {}, 1), row(5.5, 0.0, {}, 1), 0.03) == ""  # one block: not judged
+    overlap = {**row(6.2, 0.1, {}), "latency_ms_block_medians": [5.4, 6.5]}  # 13% slower, one block overlaps
+    assert slower_than_defaults(overlap, default, 0.03) == ""
 
 
 def test_choose_keeps_a_plainer_setting_within_min_gain():
@@ -213,7 +217,8 @@ def test_the_benchmark_stage_fails_when_the_tuned_setting_is_slower_than_the_def
                          "description": c.description, **c.extra,
                          "runtime_settings": {"runtime": c.latency_runtime or one_thread},
                          "latency_ms_median": timed[c.kind], "latency_ms_p10": timed[c.kind],
-                         "latency_ms_p90": timed[c.kind], "latency_block_spread": 0.12} for c in candidates}
+                         "latency_ms_p90": timed[c.kind], "latency_ms_block_medians": [timed[c.kind]] * 2,
+                         "latency_block_spread": 0.12} for c in candidates}
 
     monkeypatch.setattr(step, "measure", measure)
     with pytest.raises(PipelineError) as failed:
