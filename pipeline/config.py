@@ -183,6 +183,16 @@ class TuneConfig:
     throughput_images: int = 16  # 0: no throughput settings tuned (and none recorded)
     throughput_rounds: int = 2
     min_gain: float = 0.03  # a less plain setting must be this much faster (3%) to be chosen
+    # A tune on a busy machine keeps the backend's defaults (pipeline/measure/tune.py, `busy_reason`).
+    # Others' CPU use, in cores per usable core, sampled over `load_probe_s` before and after the timing: above
+    # 0.5 a setting using every core shares one with another runnable thread at least half the time, which slows
+    # it (its threads wait for each other) far more than the `min_gain` tune looks for, while one thread escapes
+    # (issue 20: load 2.3 on 2 cores chose 1 thread, 9.8 ms against 5.5 ms for the defaults at rest).
+    max_load_per_core: float = 0.5
+    # Block medians of one setting apart by more than this ((max - min) / median): the machine changed under the
+    # timing. 0.5: the benchmark on this 2-core shared VM spreads 7-38% with nothing else running (README, Speed).
+    max_block_spread: float = 0.5
+    load_probe_s: float = 1.0  # seconds of /proc/stat sampled before and after the timing (0: load average only)
 
 
 @dataclass

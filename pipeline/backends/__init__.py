@@ -160,6 +160,12 @@ def runtime_grid(backend: str, mode: str, threads: list[int], static_batches: li
     return module(backend).runtime_grid(mode, threads, static_batches)
 
 
+def default_runtime(backend: str, backends_cfg: Any, mode: str = "latency") -> dict[str, Any]:
+    """The settings an artifact of the backend runs with when none are recorded: its module's `default_runtime`
+    on its section of `backends_cfg`. Raises ConfigError for an unknown backend or mode."""
+    return module(backend).default_runtime(settings_of(backends_cfg, backend), mode)
+
+
 def hardware_binding(backend: str) -> dict[str, Any]:
     """What the backend's artifacts are bound to: the GPU, driver and TensorRT version for engines, else
     nothing (`{"portable": True}`: the same artifact on every x86 CPU)."""

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import backends
+from pipeline.backends.runtime import recorded_runtime
 from pipeline.check.verify import Golden, verify_artifact
 from pipeline.config import RunConfig
+from pipeline.core.errors import PipelineError
 from pipeline.core.io import read_npz, write_json
 from pipeline.core.onnx_io import INPUT_NAME
 from pipeline.core.progress import progress_bar
 from pipeline.measure.benchmark import BASELINE_TARGET, Candidate, machine, measure, method_sentence
 from pipeline.measure.headline import fastest, latency_ratio
 from pipeline.measure.peers import build_peers
+from pipeline.measure.tune import slower_than_defaults
 from pipeline.planning.plan import spec_of
 from pipeline.planning.plan import variant_entry as _variant_entry
 from pipeline.run.steps.common import _require
@@ -42,6 +45,36 @@ def _peer_verification(cfg: RunConfig, candidate, golden: Golden) -> dict:
     return _verification(metrics)
 
 
+DEFAULTS_KIND = "defaults"  # the same artifact as a target, run with its runtime's default settings
+
+
+def _defaults_candidates(cfg: RunConfig, jobs: dict[str, dict]) -> list[Candidate]:
+    """For each target whose tuned latency settings are not its runtime's defaults, the same artifact with the
+    defaults (`<target>@defaults`), timed in the same run so a tune misled by a busy machine shows (issue 20)."""
+    found = []
+    for target_name, entry in jobs.items():
+        backend = backends.get_target(target_name).backend
+        tuned = recorded_runtime(entry["artifact"], "latency")
+        default = backends.default_runtime(backend, cfg.backends, "latency")
+        if tuned is not None and tuned != default:
+            found.append(Candidate(f"{target_name}@defaults", DEFAULTS_KIND, target_name, entry["artifact"], default,
+                                   backends.default_runtime(backend, cfg.backends, "throughput"),
+                                   description=f"our artifact, {backend}'s default runtime settings"))
+    return found
+
+
+def _tuned_vs_defaults(rows: dict[str, dict], defaults: dict[str, dict], min_gain: float) -> dict[str, dict]:
+    """Per target timed with its defaults too: both medians (ms), the defaults' settings and `breach` ('' unless
+    the tuned setting is slower beyond the noise, pipeline/measure/tune.py: slower_than_defaults)."""
+    found = {}
+    for row in defaults.values():
+        tuned = rows[row["target"]]
+        found[row["target"]] = {"tuned_latency_ms": tuned["latency_ms_median"],
+                                "defaults_latency_ms": row["latency_ms_median"],
+                                "defaults_block_spread": row["latency_block_spread"],
+                                "defaults_runtime_settings": row["runtime_settings"],
+                                "breach": slower_than_defaults(tuned, row, min_gain)}
+    return found
 
 
 def _executed_precision(row: dict) -> str:
@@ -97,8 +130,11 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
             for peer in peers:
                 peer.extra["verification"] = _peer_verification(cfg, peer, golden)
             candidates += peers
+        candidates += _defaults_candidates(cfg, jobs)
         with progress_bar(cfg.benchmark.blocks, f"benchmark {variant_name}") as advance:
             rows = measure(candidates, cfg.backends, spec.input_hw, cfg.benchmark, advance)
+    defaults = {n: rows.pop(n) for n in list(rows) if rows[n]["kind"] == DEFAULTS_KIND}
+    versus = _tuned_vs_defaults(rows, defaults, cfg.tune.min_gain)
     top = headline(rows)
     baseline = rows.get(BASELINE_TARGET)
     for row in rows.values():
@@ -115,7 +151,8 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
     result = {"variant": variant_name, "machine": {**before, "load_average_after": machine()["load_average"]},
               "method": method_sentence(cfg.benchmark), "settings": dict(vars(cfg.benchmark)),
               "targets": {n: r for n, r in rows.items() if r["kind"] == "target"},
-              "peers": {n: r for n, r in rows.items() if r["kind"] == "peer"}, "headline": top}
+              "peers": {n: r for n, r in rows.items() if r["kind"] == "peer"}, "headline": top,
+              "tuned_vs_defaults": versus}
     write_json(paths["benchmark"], result)
     for name, r in sorted(rows.items(), key=lambda kv: kv[1]["latency_ms_median"]):
         status = r["verification"]["status"]
@@ -127,6 +164,15 @@ def benchmark(cfg: RunConfig, variant_name: str) -> dict:
         print(f"benchmark {variant_name}: fastest verified {top['recommended']} {top['recommended_latency_ms']:.2f} ms "
               f"= {top['latency_ratio_vs_best_peer']:.2f}x the best peer {top['best_peer']} "
               f"{top['best_peer_latency_ms']:.2f} ms")
+    for target, v in sorted(versus.items()):
+        slower = " (slower beyond the noise)" if v["breach"] else ""
+        print(f"benchmark {variant_name} {target}: tuned {v['tuned_latency_ms']:.2f} ms, "
+              f"{v['defaults_latency_ms']:.2f} ms with the runtime's defaults{slower}")
+    breaches = [(target, v["breach"]) for target, v in sorted(versus.items()) if v["breach"]]
+    if breaches:
+        more = f" (+{len(breaches) - 1} more in {paths['benchmark']})" if len(breaches) > 1 else ""
+        raise PipelineError(f"benchmark {variant_name}: {breaches[0][1]}; rerun tune@{variant_name}.{breaches[0][0]} "
+                            f"on a quiet machine{more}")
     return result
 
 

@@ -18,6 +18,7 @@ def tune(cfg: RunConfig, job: str) -> dict:
     record = run_tune(artifact, entry["target"], cfg.tune, cfg.backends, spec_of(cfg, entry["variant"]).input_hw)
     record["job"] = job
     write_json(entry["tune"], record)
+    kept = f" ({record['kept_defaults']})" if record.get("kept_defaults") else ""  # absent where nothing is measured
     for mode, settings in record["chosen"].items():
-        print(f"tune {job} {mode}: {settings}")
+        print(f"tune {job} {mode}: {settings}{kept}")
     return record
