@@ -24,6 +24,7 @@ from pipeline.backends import get_target
 from pipeline.backends.runtime import ARTIFACT_META
 from pipeline.config import RunConfig
 from pipeline.measure.headline import fastest, latency_ratio
+from pipeline.measure.headline import recommend as pick_against_peers
 from pipeline.planning.plan import SYNTHETIC_WEIGHTS_SOURCE
 
 STATUSES = ("passed", "failed", "left out", "not built")
@@ -317,11 +318,11 @@ def recommend(rows: Iterable[Row]) -> Row | None:
 
 
 def headline(rows: list[Row], peers: list[Row]) -> Headline | None:
-    """The recommended artifact and its latency over the fastest peer's (None: nothing verified and timed)."""
-    pick = recommend(rows)
+    """The recommended artifact (pipeline/measure/headline.py: the fastest verified target whose drift is no worse
+    than the fastest peer's) and its latency over that peer's (None: nothing verified and timed)."""
+    pick, peer = pick_against_peers((r for r in rows if r.kind == "target" and r.status == "passed"), peers, _timing)
     if pick is None:
         return None
-    peer = fastest(peers, _timing)
     return Headline(pick, peer, latency_ratio(pick.latency_ms_median, peer.latency_ms_median if peer else None))
 
 

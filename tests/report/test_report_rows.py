@@ -73,6 +73,9 @@ def test_headline_divides_by_the_fastest_peer():
     ([("undrifted", 2.0, None), ("drifted", 3.0, 0.1)], [], "undrifted", None),  # verified is enough
     ([("x", 2.0, 0.5), ("y", 2.0, 0.2)], [("q", 4.0, None), ("p", 4.0, None)], "y", "p"),  # ties: drift, name
     ([("b", 2.0, 0.2), ("a", 2.0, 0.2), ("c", 2.0, None)], [("p", 3.0, 0.1)], "a", "p"),  # unmeasured drift last
+    # two axes: the faster int8 drifts more than the fastest peer, so the pick is the accurate one (slower)
+    ([("int8", 2.0, 1.8), ("fp32", 5.0, 0.0)], [("p", 3.0, 0.5), ("slow", 9.0, 0.0)], "fp32", "p"),
+    ([("int8", 3.6, 1.85), ("fp32", 5.0, 0.0)], [("nncf", 3.8, 2.2)], "int8", "nncf"),  # as accurate: fastest
 ])
 def test_the_report_and_the_benchmark_pick_by_one_rule(targets, peers, pick, peer):
     from pipeline.run.steps.benchmark import headline as benchmark_headline
@@ -87,6 +90,27 @@ def test_the_report_and_the_benchmark_pick_by_one_rule(targets, peers, pick, pee
     written = benchmark_headline(timed)
     assert (written["recommended"], written["best_peer"]) == (pick, peer)
     assert written["latency_ratio_vs_best_peer"] == top.ratio
+    assert written["peer_is_faster"] == bool(top.ratio and top.ratio > 1)
+
+
+def test_the_headline_says_plainly_when_the_peer_is_faster():
+    from pipeline.run.steps.benchmark import headline as benchmark_headline, headline_sentence
+
+    timed = {name: {"name": name, "kind": kind, "latency_ms_median": ms,
+                    "verification": {"passed": True, "mean_drift_px": drift}}
+             for name, kind, ms, drift in (("int8", "target", 2.0, 1.8), ("fp32", "target", 5.0, 0.0),
+                                           ("peer-bf16", "peer", 3.0, 0.07))}
+    top = benchmark_headline(timed)
+    assert (top["recommended"], top["recommended_drift_px"], top["best_peer_drift_px"]) == ("fp32", 0.0, 0.07)
+    assert headline_sentence(top) == ("recommended fp32 5.00 ms, drift 0.00 px = 1.67x the best peer peer-bf16 "
+                                      "3.00 ms, drift 0.07 px: the peer is faster")
+    variant = _variant("rtmpose-t_coco17_256x192", [_row("int8", "passed", 2.0, 1.8), _row("fp32", "passed", 5.0, 0.0)],
+                       [_row("peer-bf16", "peer", 3.0, 0.07, "peer")])
+    counts = {"passed": 2, "failed": 0, "left out": 0, "not built": 0}
+    markdown = render_markdown([variant], counts)
+    assert "- Recommended: **fp32**" in markdown and "**The peer is faster.**" in markdown
+    assert "drift 0.07 px" in markdown
+    assert "<b>The peer is faster.</b>" in render_html([variant], counts)
 
 
 @pytest.mark.parametrize("text, shown", [
