@@ -220,39 +220,75 @@ def describe(model_cfg: Any) -> ModelSpec:
 
 
 def _describe_pth(path: Path, model_cfg: Any) -> ModelSpec:
-
+    """A .pth's description: meta.cfg first (split ratio, input size), then the tensor shapes checked against it."""
     weights = load_weights_cached(path, model_cfg.trust_pickle)
     name = derived_name(path, weights.meta)
-    ratio = float(model_cfg.simcc_split_ratio or 2.0)
-    size = tuple(model_cfg.input_size) if model_cfg.input_size else None
-    from_shapes = spec_from_shapes(weights.state_dict, name, ratio, size, str(model_cfg.checkpoint))
-    dataset = weights.meta.get("dataset_meta")
-    keypoints = keypoints_from_dataset_meta(dataset, from_shapes.num_keypoints)
-    spec = from_shapes
-    cfg_text = weights.meta.get("cfg")
-    try:
-        config = parse_config_text(cfg_text) if isinstance(cfg_text, str) and cfg_text.strip() else {}
-    except InputError:
-        config = {}
-    if "model" not in config and cfg_text:
-        spec = dataclasses.replace(from_shapes, source={
-            **from_shapes.source, "note": "meta.cfg has no readable `model` entry; the tensors describe it"})
+    source = str(model_cfg.checkpoint)
+    config, note = _read_config(weights.meta.get("cfg"))
+    stated = None
     if "model" in config:
         try:
-            spec = spec_from_config(config, name, keypoints, str(model_cfg.checkpoint))
+            stated = spec_from_config(config, name, None, source)
         except InputError as exc:
             if "distiller" not in str(exc):
                 raise
-            spec = dataclasses.replace(from_shapes, source={
-                **from_shapes.source, "note": "meta.cfg describes a distiller; the student's tensors describe it"})
-        else:
-            _check_against_shapes(spec, from_shapes, str(model_cfg.checkpoint))
+            note = "meta.cfg describes a distiller; the student's tensors describe it"
+    if stated is None:
+        ratio = float(model_cfg.simcc_split_ratio or 2.0)
+        size = tuple(model_cfg.input_size) if model_cfg.input_size else None
+        from_shapes = spec_from_shapes(weights.state_dict, name, ratio, size, source)
+    else:
+        _check_overrides(stated, model_cfg, source)
+        from_shapes = _shapes_as_stated(weights.state_dict, stated, source)
+    keypoints = keypoints_from_dataset_meta(weights.meta.get("dataset_meta"), from_shapes.num_keypoints)
+    spec = from_shapes
+    if note:
+        spec = dataclasses.replace(from_shapes, source={**from_shapes.source, "note": note})
+    if stated is not None:
+        spec = spec_from_config(config, name, keypoints, source)
+        _check_against_shapes(spec, from_shapes, source)
     if keypoints is not None:
         spec = dataclasses.replace(spec, keypoints=keypoints,
                                    source={**spec.source, "keypoints": "meta.dataset_meta"})
     notes = "; ".join(weights.notes)
     return dataclasses.replace(spec, source={**spec.source, "file": f"{weights.form}, sha256 {weights.sha256[:16]}"
                                              + (f" ({notes})" if notes else "")})
+
+
+def _read_config(cfg_text: Any) -> tuple[dict[str, Any], str]:
+    """meta.cfg parsed ({} when absent or unreadable), and a note when it is there but has no `model`."""
+    try:
+        config = parse_config_text(cfg_text) if isinstance(cfg_text, str) and cfg_text.strip() else {}
+    except InputError:
+        config = {}
+    if "model" not in config and cfg_text:
+        return config, "meta.cfg has no readable `model` entry; the tensors describe it"
+    return config, ""
+
+
+def _check_overrides(stated: ModelSpec, model_cfg: Any, source: str) -> None:
+    """model.simcc_split_ratio / model.input_size must agree with what meta.cfg states (ConfigError, one line)."""
+    ratio = stated.codec.simcc_split_ratio
+    if model_cfg.simcc_split_ratio and float(model_cfg.simcc_split_ratio) != ratio:
+        raise ConfigError(f"model.simcc_split_ratio={model_cfg.simcc_split_ratio} contradicts "
+                          f"model.checkpoint={source}, whose meta.cfg states simcc_split_ratio={ratio}; "
+                          "drop the override")
+    size = list(stated.codec.input_size)
+    if model_cfg.input_size and [int(v) for v in model_cfg.input_size] != size:
+        raise ConfigError(f"model.input_size={list(model_cfg.input_size)} contradicts model.checkpoint={source}, "
+                          f"whose meta.cfg states input_size={size} (W, H); drop the override")
+
+
+def _shapes_as_stated(state: Mapping[str, Any], stated: ModelSpec, source: str) -> ModelSpec:
+    """spec_from_shapes at meta.cfg's split ratio and input size; a disagreement is the config's, said so."""
+    ratio, size = stated.codec.simcc_split_ratio, tuple(stated.codec.input_size)
+    try:
+        return spec_from_shapes(state, stated.name, ratio, size, source)
+    except ConfigError:
+        bins = (state["head.cls_x.weight"].shape[0], state["head.cls_y.weight"].shape[0])
+        raise InputError(f"model.checkpoint={source}: meta.cfg says input size {size[0]}x{size[1]} at split ratio "
+                         f"{ratio}, but the weights have {bins[0]}x{bins[1]} SimCC bins; the config is not the one "
+                         "these weights were trained with") from None
 
 
 def _check_against_shapes(spec: ModelSpec, shapes: ModelSpec, source: str) -> None:

@@ -13,7 +13,11 @@ Upstream defaults (mmpose 1.3.2): CSPNeXt `models/backbones/cspnext.py` (arch P5
 channel_attention True, out_indices (2, 3, 4), norm_cfg BN eps 1e-3, act SiLU); CSPNeXtPAFPN
 `models/necks/cspnext_pafpn.py` (out_indices (0, 1, 2), num_csp_blocks 3, norm_cfg BN eps 1e-3);
 RTMCCHead/RTMWHead (simcc_split_ratio 2.0, final_layer_kernel_size 1, gau_cfg act_fn ReLU);
-PoseDataPreprocessor (mmengine ImgDataPreprocessor: bgr_to_rgb False); SimCCLabel.
+PoseDataPreprocessor (mmengine ImgDataPreprocessor: bgr_to_rgb False); SimCCLabel (`codecs/simcc_label.py`).
+Of SimCCLabel's settings the split ratio is honoured everywhere (it scales bins to pixels); `normalize`
+scales only the training targets (`encode`), so it is read and ignored; `use_dark` (DARK refinement of
+the decoded maxima) and `decode_visibility` (a visibility output) change what `decode` returns and are
+refused (mmdeploy#2316: converting with plain argmax moved DARK-decoded keypoints by up to 19 px).
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ TORCH_BN_EPS = 1e-5  # nn.BatchNorm2d / SyncBN default, what `norm_cfg=dict(type
 MMCV_DEFAULT_BN_EPS = 1e-3  # CSPNeXt's and CSPNeXtPAFPN's own default norm_cfg
 SILU_NAMES = ("SiLU", "Swish")
 DISTILLERS = ("PoseEstimatorDistiller", "DWPoseDistiller")
+# SimCCLabel decode settings this project's decode (pipeline/model/decode.py) does not implement, with why.
+UNIMPLEMENTED_DECODE = {
+    "use_dark": "DARK refinement is not implemented by this project's decode (plain argmax moves mmpose's "
+                "DARK keypoints by up to ~19 px)",
+    "decode_visibility": "the visibility output of mmpose's decode is not produced by this project's decode",
+}
 
 
 # ----------------------------------------------------------------------------------------- config text
@@ -202,6 +212,14 @@ def _head(section: _Section) -> tuple[HeadSpec, tuple[int, int], float]:
     return head, input_size, float(section.get("simcc_split_ratio", 2.0))
 
 
+def _refuse_decode_settings(codec: _Section) -> None:
+    """Raise InputError naming the first SimCCLabel decode setting that is on but not implemented here."""
+    for key, why in UNIMPLEMENTED_DECODE.items():
+        if codec.get(key, False):
+            raise InputError(f"{codec.source}: {codec.path}.{key}={codec.get(key)!r}: {why}; convert a checkpoint "
+                             f"whose meta.cfg sets {key}=False (the weights are the same) and decode with argmax")
+
+
 def spec_from_config(config: Mapping[str, Any], name: str, keypoints: KeypointSpec | None,
                      source: str) -> ModelSpec:
     """The description a parsed mmpose config gives; `keypoints` from the dataset meta (or generic names).
@@ -229,6 +247,10 @@ def spec_from_config(config: Mapping[str, Any], name: str, keypoints: KeypointSp
         raise InputError(f"{source}: codec input_size {list(codec_size)} differs from model.head.input_size "
                          f"{list(head_size)}")
     ratio = float(codec_sec.get("simcc_split_ratio", head_ratio))
+    if ratio != head_ratio:
+        raise InputError(f"{source}: codec simcc_split_ratio {ratio} differs from model.head.simcc_split_ratio "
+                         f"{head_ratio}")
+    _refuse_decode_settings(codec_sec)
     sigma = tuple(float(v) for v in codec_sec.get("sigma", (4.9, 5.66)))
     pre = _Section(model.get("data_preprocessor") or {}, "model.data_preprocessor", source)
     preprocess = PreprocessSpec(mean=tuple(float(v) for v in pre.get("mean", (0.0, 0.0, 0.0))),
