@@ -27,6 +27,10 @@ names ncnn's blobs `in0`/`out0`/`out1`), `input_map`/`output_map` point the SDK 
 
 rtmlib (`rtmlib.RTMPose(onnx_model=...)`) takes an ONNX path, or a URL to a zip holding `end2end.onnx`;
 `rtmlib.zip` is that zip for the ONNX Runtime targets, with the three SDK files inside (net `end2end.onnx`).
+rtmlib 0.0.16 decodes at a fixed SimCC split ratio 2.0 (`RTMPose.__call__` calls `postprocess` with its
+default), so a model at any other ratio gets no `rtmlib.zip` (its keypoints would be off by the ratio's
+factor, mmdeploy#2696); `not_shipped` says why, and the release manifest records it. The SDK's
+`pipeline.json` carries the model's own ratio (`SimCCLabelDecode` reads it).
 Zips are deterministic: sorted entries, fixed timestamps and permissions, stored (no compression,
 whose bytes would depend on the zlib version).
 """
@@ -51,6 +55,7 @@ MMDEPLOY_VERSION = "1.3.1"
 MMPOSE_VERSION = "1.3.2"  # the codebase version RTMPose's released configs run on
 MODEL_NAME = "topdownposeestimator"  # MMDeploy: the mmpose model type, lower-cased
 RTMLIB_ZIP, RTMLIB_ONNX = "rtmlib.zip", "end2end.onnx"
+RTMLIB_SPLIT_RATIO = 2.0  # rtmlib's fixed decode (RTMPose.postprocess's default, never passed by __call__)
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # What mmdeploy's Collect keeps for mmpose top-down models (get_preprocess).
 COLLECT_META_KEYS = ["img_shape", "pad_shape", "ori_shape", "img_norm_cfg", "scale_factor", "bbox_score",
@@ -64,6 +69,16 @@ def onnx_facts(path: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return {"opset": int(opset), "dynamic_batch": fixed_batch(proto) is None}
+
+
+def not_shipped(target: Target, spec: ModelSpec) -> dict[str, str]:
+    """Drop-in files `target`'s artifact would carry but whose consumer cannot express `spec`: {file: why}."""
+    if not backends.files(target.backend).model.endswith(".onnx"):
+        return {}
+    if spec.simcc_split_ratio != RTMLIB_SPLIT_RATIO:
+        return {RTMLIB_ZIP: f"rtmlib decodes at split ratio {RTMLIB_SPLIT_RATIO}; this model's is "
+                            f"{spec.simcc_split_ratio}"}
+    return {}
 
 
 def deploy_json(target: Target, net: str, weights: str, dynamic_batch: bool) -> dict[str, Any]:
@@ -170,7 +185,7 @@ def write_zip(path: Path, members: dict[str, bytes | Path]) -> Path:
 def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str, onnx_metadata: dict[str, str],
                  opset: int | None = None, runtime: dict[str, Any] | None = None) -> list[Path]:
     """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX
-    artifacts); return the paths written. `spec` is the model's description (or a preset name); `opset`
+    artifacts, unless `not_shipped` withholds it); return the paths written. `spec` is the model's description (or a preset name); `opset`
     is read from the artifact's ONNX when it has one; `runtime` ({mode: settings}, as artifact.json
     records them) goes into detail.json's backend_config."""
 
@@ -195,7 +210,7 @@ def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str
                                 dynamic_batch, runtime).items():
         write_json(artifact_dir / name, data)
         written.append(artifact_dir / name)
-    if net.endswith(".onnx"):
+    if net.endswith(".onnx") and RTMLIB_ZIP not in not_shipped(target, spec):
         members: dict[str, bytes | Path] = {RTMLIB_ONNX: artifact_dir / net}
         for name, data in sdk_files(artifact_dir, target, spec, onnx_metadata, RTMLIB_ONNX, "", opset,
                                     dynamic_batch, runtime).items():

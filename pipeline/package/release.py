@@ -6,7 +6,8 @@ manifest: per target the sha256 of each file, the precision (named and executed)
 figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings `tune`
 measured (pipeline/backends/runtime.py; written into the shipped artifact.json and detail.json) next to what
 verify ran, and the tool versions. A job that failed, was not built or was left out never appears there; the manifest
-lists it under `withheld` with the reason. A passed verdict ships only the bytes it judged: verify records the
+lists it under `withheld` with the reason; a drop-in file whose consumer cannot express the model (rtmlib's
+fixed split ratio 2.0) is left out of its target and listed under the target's `not_shipped` with the reason. A passed verdict ships only the bytes it judged: verify records the
 sha256 of every artifact file, of the reference and of the tune record (pipeline/check/binding.py), and an
 artifact whose bytes differ now is withheld with the files named. Ship from `artifacts/release/`.
 
@@ -22,11 +23,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.backends import get_target
 from pipeline.backends.runtime import ARTIFACT_META, tuned_runtime
 from pipeline.check.binding import RECORD_KEY, changed_since_verified
 from pipeline.core.digest import changed_files, tree_digests
 from pipeline.core.io import atomic_path, write_json
-from pipeline.package.dropin import write_dropin
+from pipeline.package.dropin import not_shipped, write_dropin
 from pipeline.planning.plan import spec_of, variant_entry
 
 MANIFEST = "manifest.json"
@@ -112,6 +114,10 @@ def release(cfg, variant: str) -> Path:
                 "tool_versions": meta.get("tool_versions", {}),
                 "source_onnx_sha256": meta.get("source_onnx_sha256", ""),
             }
+            missing = not_shipped(get_target(target), spec_of(cfg, variant))
+            if missing:  # a drop-in file whose consumer cannot express the model (pipeline/package/dropin.py)
+                shipped[target]["not_shipped"] = missing
+                print(f"release {variant}: {target} without " + "; ".join(f"{f} ({why})" for f, why in missing.items()))
         for job, reason in cfg.plan["left_out"].items():
             if cfg.plan["jobs"].get(job, {}).get("variant", job.partition(".")[0]) == variant:
                 withheld[job.partition(".")[2]] = f"left out: {reason}"

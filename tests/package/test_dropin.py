@@ -206,3 +206,27 @@ def test_refuses_a_missing_model_or_another_variant(tmp_path):
     (tmp_path / "model.engine").write_bytes(b"")
     with pytest.raises(InputError, match="rtmpose-s_coco17_256x192"):
         write_dropin(tmp_path, Target("tensorrt", "fp16"), VARIANT, {"variant": "rtmpose-s_coco17_256x192"})
+
+
+def test_no_rtmlib_zip_at_a_split_ratio_rtmlib_cannot_decode(tmp_path):
+    """rtmlib decodes at a fixed split ratio 2.0 (mmdeploy#2696): a ratio-3 model ships no rtmlib.zip, says why,
+    and its SDK pipeline.json carries its own ratio."""
+    import dataclasses
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.package.dropin import not_shipped
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["simcc_x"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 256, 192])],
+                              [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, 3, 256, 192])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "model.onnx")
+    preset = preset_spec(VARIANT)
+    spec = dataclasses.replace(preset, codec=dataclasses.replace(preset.codec, simcc_split_ratio=3.0))
+    target = Target("onnxruntime", "fp32")
+    written = write_dropin(tmp_path, target, spec, {})
+    assert [p.name for p in written] == sorted(SDK_FILES) and not (tmp_path / RTMLIB_ZIP).exists()
+    assert not_shipped(target, spec) == {RTMLIB_ZIP: "rtmlib decodes at split ratio 2.0; this model's is 3.0"}
+    assert read(tmp_path, "pipeline.json")["pipeline"]["tasks"][2]["params"]["simcc_split_ratio"] == 3.0
+    assert not_shipped(target, preset) == {} and not_shipped(Target("openvino", "fp32"), spec) == {}
