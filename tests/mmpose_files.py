@@ -63,9 +63,11 @@ class MMPoseFiles:
         return [Path(self.info[spec]["path"]) for spec in specs]
 
     def reference(self, path: Path, inputs: np.ndarray, config: str | None = None,
-                  float64: bool = False) -> dict[str, np.ndarray]:
-        """mmpose's own model, built from the file's meta.cfg (or `config`), on `inputs`."""
-        return mmpose_references([(path, inputs)], self.root / "reference", config=config, float64=float64)[0]
+                  float64: bool = False, decoded: bool = False) -> dict[str, np.ndarray]:
+        """mmpose's own model, built from the file's meta.cfg (or `config`), on `inputs`; with `decoded`,
+        also mmpose's decode of its logits (`keypoints` [N, K, 2] input pixels, `scores` [N, K])."""
+        return mmpose_references([(path, inputs)], self.root / "reference", config=config, float64=float64,
+                                 decoded=decoded)[0]
 
     def references(self, pairs: list[tuple[Path, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """`reference` for several (file, inputs) pairs in one subprocess."""
@@ -89,7 +91,7 @@ def make_files(specs: list[tuple[str, str]], out_dir: Path, timeout: float = 180
 
 
 def mmpose_references(pairs: list[tuple[Path, np.ndarray]], work_dir: Path, config: str | None = None,
-                      float64: bool = False) -> list[dict[str, np.ndarray]]:
+                      float64: bool = False, decoded: bool = False) -> list[dict[str, np.ndarray]]:
     """simcc_x/simcc_y of mmpose's model for fixture files (tests/upstream/mmpose_model_outputs.py)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     first = len(list(work_dir.iterdir()))
@@ -109,7 +111,8 @@ def mmpose_references(pairs: list[tuple[Path, np.ndarray]], work_dir: Path, conf
     results = []
     for out_path in outs:
         with np.load(out_path) as data:
-            results.append({name: data[name] for name in ("simcc_x", "simcc_y")})
+            names = ("simcc_x", "simcc_y") + (("keypoints", "scores") if decoded else ())
+            results.append({name: data[name] for name in names})
     return results
 
 

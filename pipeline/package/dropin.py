@@ -184,10 +184,10 @@ def write_zip(path: Path, members: dict[str, bytes | Path]) -> Path:
 
 def write_dropin(artifact_dir: Path, target: Target | str, spec: ModelSpec | str, onnx_metadata: dict[str, str],
                  opset: int | None = None, runtime: dict[str, Any] | None = None) -> list[Path]:
-    """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX
-    artifacts, unless `not_shipped` withholds it); return the paths written. `spec` is the model's description (or a preset name); `opset`
-    is read from the artifact's ONNX when it has one; `runtime` ({mode: settings}, as artifact.json
-    records them) goes into detail.json's backend_config."""
+    """Write deploy.json, pipeline.json and detail.json into `artifact_dir` (and `rtmlib.zip` for ONNX artifacts,
+    unless `not_shipped` withholds it); return the paths written. `spec` is the model's description (or a preset
+    name); `opset` is read from the artifact's ONNX when it has one; `runtime` ({mode: settings}, as
+    artifact.json records them) goes into detail.json's backend_config."""
 
     artifact_dir = Path(artifact_dir)
     target = get_target(target) if isinstance(target, str) else target

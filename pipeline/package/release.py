@@ -1,15 +1,16 @@
 """Only verified artifacts ship: `artifacts/release/<variant>/<target>/` plus a `manifest.json`.
 
-The `release@<variant>` stage (last in dvc.yaml) copies every artifact of the variant whose verify
-metrics say `passed`, with its drop-in files (MMDeploy SDK JSON, `rtmlib.zip`), and writes the
-manifest: per target the sha256 of each file, the precision (named and executed), the verification
-figures (error, cosine, keypoint drift, which tolerance rule applied), the runtime settings `tune`
-measured (pipeline/backends/runtime.py; written into the shipped artifact.json and detail.json) next to what
-verify ran, and the tool versions. A job that failed, was not built or was left out never appears there; the manifest
-lists it under `withheld` with the reason; a drop-in file whose consumer cannot express the model (rtmlib's
-fixed split ratio 2.0) is left out of its target and listed under the target's `not_shipped` with the reason. A passed verdict ships only the bytes it judged: verify records the
-sha256 of every artifact file, of the reference and of the tune record (pipeline/check/binding.py), and an
-artifact whose bytes differ now is withheld with the files named. Ship from `artifacts/release/`.
+The `release@<variant>` stage (last in dvc.yaml) copies every artifact of the variant whose verify metrics say
+`passed`, with its drop-in files (MMDeploy SDK JSON, `rtmlib.zip`), and writes the manifest: per target the
+sha256 of each file, the precision (named and executed), the verification figures (error, cosine, keypoint
+drift, which tolerance rule applied), the runtime settings `tune` measured (pipeline/backends/runtime.py;
+written into the shipped artifact.json and detail.json) next to what verify ran, and the tool versions. A job
+that failed, was not built or was left out never appears there; the manifest lists it under `withheld` with
+the reason; a drop-in file whose consumer cannot express the model (rtmlib's fixed split ratio 2.0) is left
+out of its target and listed under the target's `not_shipped` with the reason. A passed verdict ships only the
+bytes it judged: verify records the sha256 of every artifact file, of the reference and of the tune record
+(pipeline/check/binding.py), and an artifact whose bytes differ now is withheld with the files named. Ship
+from `artifacts/release/`.
 
 The file hashes are the same on every x86 CPU wherever the artifacts are (pipeline/reproduce.py
 compares them one by one) except artifact.json and the SDK files, which carry the tuned runtime

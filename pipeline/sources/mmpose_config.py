@@ -216,8 +216,8 @@ def _refuse_decode_settings(codec: _Section) -> None:
     """Raise InputError naming the first SimCCLabel decode setting that is on but not implemented here."""
     for key, why in UNIMPLEMENTED_DECODE.items():
         if codec.get(key, False):
-            raise InputError(f"{codec.source}: {codec.path}.{key}={codec.get(key)!r}: {why}; convert a checkpoint "
-                             f"whose meta.cfg sets {key}=False (the weights are the same) and decode with argmax")
+            raise InputError(f"{codec.source}: {codec.path}.{key}={codec.get(key)!r}: {why}; to convert it anyway, "
+                             f"save the checkpoint with {key}=False in meta.cfg (same weights, argmax decoding)")
 
 
 def spec_from_config(config: Mapping[str, Any], name: str, keypoints: KeypointSpec | None,

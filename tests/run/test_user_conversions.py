@@ -145,3 +145,53 @@ def test_an_fp16_onnx_converts_in_its_float32_form(keep_io_types, tmp_path):
     metrics = {t: json.loads((metrics_dir / f"{t}.json").read_text()) for t in targets}
     assert all(m["passed"] for m in metrics.values()), {t: m["breaches"] for t, m in metrics.items()}
     assert_fp32_equals_the_source({t: m for t, m in metrics.items() if t.endswith("fp32")})
+
+
+def test_a_split_ratio_3_file_converts_from_the_file_alone_and_ships_no_rtmlib_zip(mmpose_files, tmp_path):
+    """mmdeploy#2696: codec and head at simcc_split_ratio 3.0 in meta.cfg. The file alone converts; the released
+    ONNX decodes (at the spec's ratio) to mmpose's own decode of mmpose's logits; rtmlib, whose decode is fixed at
+    2.0, gets no zip, and the manifest says why."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from pipeline.model.decode import decode_simcc
+    from mmpose_files import photo_crops
+
+    path = mmpose_files.path("rtmpose-m_coco17_256x192-ratio3", "publish")
+    result = run_python("-m", "pipeline", f"model.checkpoint={path}", "targets=[onnxruntime-fp32]",
+                        "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1", "benchmark.settle_s=0",
+                        "benchmark.peers=false", "tune.enabled=false", "hydra.run.dir=hydra",
+                        cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (name,) = [p.name for p in (tmp_path / "artifacts" / "release").iterdir()]
+    release = tmp_path / "artifacts" / "release" / name
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert manifest["model"]["codec"]["simcc_split_ratio"] == 3.0
+    shipped = manifest["targets"]["onnxruntime-fp32"]
+    assert shipped["not_shipped"] == {"rtmlib.zip": "rtmlib decodes at split ratio 2.0; this model's is 3.0"}
+    assert not (release / "onnxruntime-fp32" / "rtmlib.zip").exists() and "rtmlib.zip" not in shipped["files"]
+    assert "without rtmlib.zip (rtmlib decodes at split ratio 2.0" in result.stdout
+    sdk = json.loads((release / "onnxruntime-fp32" / "pipeline.json").read_text())
+    assert sdk["pipeline"]["tasks"][2]["params"]["simcc_split_ratio"] == 3.0
+
+    crops = photo_crops(KINDS["rtmpose-m_coco17_256x192"].input_size).reshape(-1, 3, 256, 192)
+    mmpose = mmpose_files.reference(path, crops, decoded=True)
+    assert mmpose["simcc_x"].shape[-1] == 192 * 3 and mmpose["simcc_y"].shape[-1] == 256 * 3
+    session = ort.InferenceSession(str(release / "onnxruntime-fp32" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    simcc_x, simcc_y = session.run(["simcc_x", "simcc_y"], {"input": crops})
+    keypoints, scores = decode_simcc(simcc_x, simcc_y, manifest["model"]["codec"]["simcc_split_ratio"])
+    np.testing.assert_allclose(keypoints, mmpose["keypoints"], atol=1e-4)
+    np.testing.assert_allclose(scores, mmpose["scores"], rtol=1e-4, atol=1e-3)
+
+
+def test_a_dark_codec_is_refused_with_one_line(mmpose_files, tmp_path):
+    """mmdeploy#2316: codec.use_dark=True decodes differently from this project's argmax; refused, not converted."""
+    path = mmpose_files.path("rtmpose-m_coco17_256x192-dark", "publish")
+    result = run_python("-m", "pipeline", f"model.checkpoint={path}", "targets=[onnxruntime-fp32]",
+                        "tune.enabled=false", "benchmark.peers=false", "hydra.run.dir=hydra",
+                        cwd=tmp_path, timeout=600, env={"PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "use_dark" in line]
+    assert len(lines) == 1 and "codec.use_dark=True: DARK refinement is not implemented" in lines[0], result.stderr
+    assert not (tmp_path / "artifacts").exists() or not list((tmp_path / "artifacts").rglob("model.onnx"))

@@ -61,3 +61,15 @@ KINDS: dict[str, Kind] = {
     "dwpose-l_wholebody133_256x192": Kind(
         "wholebody_2d_keypoint/dwpose/ubody/s2_dis/dwpose_l-ll_coco-ubody-256x192.py", 133, (192, 256)),
 }
+
+# Kinds whose codec settings differ from the released configs: made like the others, kept out of KINDS
+# (whose every kind converts and is compared with mmpose) because they test a refusal or a manifest entry.
+CODEC_KINDS: dict[str, Kind] = {
+    # mmdeploy#2696: a head and codec at simcc_split_ratio 3.0 (the head's bins follow the ratio)
+    "rtmpose-m_coco17_256x192-ratio3": Kind(
+        "body_2d_keypoint/rtmpose/coco/rtmpose-m_8xb256-420e_coco-256x192.py", 17, (192, 256), edit="ratio3"),
+    # mmdeploy#2316: the codec decodes with DARK refinement
+    "rtmpose-m_coco17_256x192-dark": Kind(
+        "body_2d_keypoint/rtmpose/coco/rtmpose-m_8xb256-420e_coco-256x192.py", 17, (192, 256), edit="dark"),
+}
+ALL_KINDS: dict[str, Kind] = {**KINDS, **CODEC_KINDS}

@@ -87,6 +87,10 @@ the EMA state is not documented; `transfer` keeps it, as the code does.
 | rtmpose-m_coco17_320x240 | copy of the rtmpose-m coco config with input_size (240, 320); in_featuremap_size (8, 10) by ceil division (the shipped `s // 32` gives 7 for 240, which mmpose's own head cannot run) | 17 | (240, 320) |
 | rtmw-m_wholebody133_256x192 | wholebody_2d_keypoint/rtmpose/cocktail14/rtmw-m_8xb1024-270e_cocktail14-256x192.py (CSPNeXtPAFPN neck, RTMWHead) | 133 | (192, 256) |
 | dwpose-l_wholebody133_256x192 | wholebody_2d_keypoint/dwpose/ubody/s2_dis/dwpose_l-ll_coco-ubody-256x192.py (student: rtmpose/ubody/rtmpose-l_8xb64-270e_coco-ubody-wholebody-256x192.py) | 133 | (192, 256) |
+
+Codec kinds (checkpoint_kinds.CODEC_KINDS, made the same way, not in KINDS: they test refusals and manifest notes):
+| rtmpose-m_coco17_256x192-ratio3 | copy of the rtmpose-m coco config with codec (and so head) `simcc_split_ratio=3.0` (mmdeploy#2696) | 17 | (192, 256) |
+| rtmpose-m_coco17_256x192-dark | copy of the rtmpose-m coco config with codec `use_dark=True` (mmdeploy#2316) | 17 | (192, 256) |
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint_kinds import FORMS, KINDS  # noqa: E402
+from checkpoint_kinds import ALL_KINDS as KINDS  # noqa: E402
+from checkpoint_kinds import FORMS  # noqa: E402
 from mmpose_import import import_mmpose  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -170,7 +175,17 @@ def _edit_size320x240(text: str) -> str:
                          "in_featuremap_size=tuple([(s + 31) // 32 for s in codec['input_size']]),")
 
 
-EDITS = {"custom38": _edit_custom38, "size320x240": _edit_size320x240}
+def _edit_ratio3(text: str) -> str:
+    """SimCC at split ratio 3.0 (codec and, through `codec['simcc_split_ratio']`, the head: 576x768 bins)."""
+    return _replace_once(text, "simcc_split_ratio=2.0,", "simcc_split_ratio=3.0,")
+
+
+def _edit_dark(text: str) -> str:
+    """The codec decodes with DARK refinement (the network is unchanged)."""
+    return _replace_once(text, "use_dark=False)", "use_dark=True)")
+
+
+EDITS = {"custom38": _edit_custom38, "size320x240": _edit_size320x240, "ratio3": _edit_ratio3, "dark": _edit_dark}
 
 
 @contextlib.contextmanager
