@@ -17,7 +17,7 @@ PoseDataPreprocessor (mmengine ImgDataPreprocessor: bgr_to_rgb False); SimCCLabe
 Of SimCCLabel's settings the split ratio is honoured everywhere (it scales bins to pixels); `normalize`
 scales only the training targets (`encode`), so it is read and ignored; `use_dark` (DARK refinement of
 the decoded maxima) and `decode_visibility` (a visibility output) change what `decode` returns and are
-refused (mmdeploy#2316: converting with plain argmax moved DARK-decoded keypoints by up to 19 px).
+refused (mmdeploy#2316: plain argmax moved DARK-decoded keypoints by up to 18.8 px on photo crops).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ SILU_NAMES = ("SiLU", "Swish")
 DISTILLERS = ("PoseEstimatorDistiller", "DWPoseDistiller")
 # SimCCLabel decode settings this project's decode (pipeline/model/decode.py) does not implement, with why.
 UNIMPLEMENTED_DECODE = {
-    "use_dark": "DARK refinement is not implemented by this project's decode (plain argmax moves mmpose's "
-                "DARK keypoints by up to ~19 px)",
+    "use_dark": "DARK refinement is not implemented by this project's decode (plain argmax moved mmpose's "
+                "DARK-decoded keypoints by up to 18.8 px on photo crops, issue #21)",
     "decode_visibility": "the visibility output of mmpose's decode is not produced by this project's decode",
 }
 

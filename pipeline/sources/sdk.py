@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.core.errors import InputError
 from pipeline.model.spec import PreprocessSpec
+from pipeline.sources.mmpose_config import UNIMPLEMENTED_DECODE
 
 DEPLOY_JSON, PIPELINE_JSON, DETAIL_JSON = "deploy.json", "pipeline.json", "detail.json"
 SDK_FILES = (DEPLOY_JSON, DETAIL_JSON, PIPELINE_JSON)  # every SDK file beside the network, as MMDeploy writes them
@@ -107,7 +108,10 @@ def sdk_normalization(pipeline_json: Mapping) -> PreprocessSpec | None:
 
 
 def sdk_facts(sdk: SdkPackage, source: str) -> dict[str, Any]:
-    """Input size, box padding, mean/std, colour order and split ratio from pipeline.json's transforms and decoder."""
+    """Input size, box padding, mean/std, colour order and split ratio from pipeline.json's transforms and decoder.
+
+    Raises InputError when the decoder turns on a SimCCLabel setting our decode does not implement (`use_dark`).
+    """
     facts: dict[str, Any] = {}
     for transform in _transforms(sdk.pipeline):
         kind = transform.get("type")
@@ -121,6 +125,10 @@ def sdk_facts(sdk: SdkPackage, source: str) -> dict[str, Any]:
     for task in sdk.pipeline.get("pipeline", {}).get("tasks", []):
         params = task.get("params") or {}
         if task.get("component") == "SimCCLabelDecode" or params.get("type") == "SimCCLabel":
+            for key, why in UNIMPLEMENTED_DECODE.items():
+                if params.get(key):
+                    raise InputError(f"{source}: {PIPELINE_JSON} SimCCLabel {key}={params[key]!r}: {why}; "
+                                     "this project cannot reproduce this model's keypoints")
             if "simcc_split_ratio" in params:
                 facts["simcc_split_ratio"] = float(params["simcc_split_ratio"])
             if "input_size" in params:

@@ -272,6 +272,17 @@ def test_an_sdk_folder_or_zip_is_described_by_its_pipeline_json(packed, tmp_path
     assert described.source["preprocess"] == "pipeline.json"
 
 
+
+def test_an_sdk_package_whose_decoder_uses_dark_is_refused(tmp_path):
+    """MMDeploy writes the codec's settings into pipeline.json; a DARK decoder is refused as in meta.cfg (#21)."""
+    spec = preset_spec("rtmpose-t_hand21_256x256")
+    folder = sdk_package(spec, raw_export(spec, tmp_path / "e.onnx", dynamic=True), tmp_path / "sdk")
+    pipeline = json.loads((folder / "pipeline.json").read_text())
+    pipeline["pipeline"]["tasks"][2]["params"]["use_dark"] = True
+    (folder / "pipeline.json").write_text(json.dumps(pipeline))
+    with pytest.raises(InputError, match=r"pipeline.json SimCCLabel use_dark=True: DARK refinement is not implemented"):
+        describe_file(folder)
+
 def test_an_sdk_net_outside_its_folder_is_refused(tmp_path):
     spec = preset_spec(VARIANT)
     folder = sdk_package(spec, raw_export(spec, tmp_path / "e.onnx", dynamic=True), tmp_path / "sdk")

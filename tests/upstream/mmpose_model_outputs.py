@@ -18,7 +18,8 @@ strictly; fp16/bf16 tensors are widened to the model's dtype by `load_state_dict
 INPUTS.npy is [N, 3, H, W] float32, already normalised. OUT.npz holds `simcc_x` [N, K, W*r] and
 `simcc_y` [N, K, H*r] (float32, or float64 with `--float64`, which runs model and inputs in float64), and
 `keypoints` [N, K, 2] (input pixels) and `scores` [N, K]: mmpose's own decode of those logits, the head's
-codec (`model.head.decoder.decode`, SimCCLabel with the config's split ratio, DARK and visibility settings).
+codec (`model.head.decoder.decode`, SimCCLabel with the config's split ratio, DARK and visibility settings),
+where the head has one.
 
 For the test suite's own fixture files only: the checkpoint is unpickled with weights_only=False
 (mmengine's HistoryBuffer objects in training checkpoints), so never point it at a file you did
@@ -98,10 +99,13 @@ def main() -> None:
             inputs = inputs.double()
         with torch.no_grad():
             simcc_x, simcc_y = model(inputs, None, mode="tensor")
-        keypoints, scores = model.head.decoder.decode(simcc_x.float().numpy(), simcc_y.float().numpy())
-        if isinstance(scores, tuple):  # decode_visibility=True: (scores, visibility)
-            scores = scores[0]
-        np.savez(out_path, simcc_x=simcc_x.numpy(), simcc_y=simcc_y.numpy(), keypoints=keypoints, scores=scores)
+        decoded = {}
+        if getattr(model.head, "decoder", None) is not None:  # a head built without a codec cannot decode
+            keypoints, scores = model.head.decoder.decode(simcc_x.float().numpy(), simcc_y.float().numpy())
+            if isinstance(scores, tuple):  # decode_visibility=True: (scores, visibility)
+                scores = scores[0]
+            decoded = dict(keypoints=keypoints, scores=scores)
+        np.savez(out_path, simcc_x=simcc_x.numpy(), simcc_y=simcc_y.numpy(), **decoded)
 
 
 if __name__ == "__main__":
