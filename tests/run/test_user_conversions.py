@@ -104,18 +104,20 @@ def test_an_mmpose_rtmpose_m_converts_to_ncnn_int8_and_is_judged_by_the_gate(mmp
                         "benchmark.peers=false", "benchmark.calls=2", "benchmark.blocks=1", "benchmark.warmup=1",
                         "hydra.run.dir=hydra", cwd=tmp_path, timeout=1800, env={"PYTHONPATH": str(REPO_ROOT)})
     name = "rtmpose-m_8xb256-210e_hand5-256x256"
+    shown = result.stdout[-2500:] + result.stderr[-1500:]  # what a failing assertion below prints
     artifact = tmp_path / "artifacts" / name / "ncnn-int8"
+    assert (artifact / "io.json").is_file(), shown
     io = json.loads((artifact / "io.json").read_text())
     assert io["weights"] == "int8" and io["int8"]["layers"] > 50  # rtmpose-m: every conv and linear outside the head
     metrics = json.loads((tmp_path / "artifacts" / name / "metrics" / "ncnn-int8.json").read_text())
     assert metrics["runtime_settings"]["execution_precision"]["int8"] == io["int8"]["layers"]
     summary = [line for line in result.stdout.splitlines() if line.startswith(f"{name}.ncnn-int8 ")]
-    assert len(summary) == 1, result.stdout[-2000:]
+    assert len(summary) == 1, shown
     if metrics["passed"]:
-        assert result.returncode == 0 and summary[0].split()[-1] == "passed"
+        assert result.returncode == 0 and summary[0].split()[-1] == "passed", shown
     else:
-        assert result.returncode != 0 and "Traceback" not in result.stderr
-        assert re.search(r"failed verification: simcc_[xy] (max\|Δ\||cosine|rms)", summary[0]), summary[0]
+        assert result.returncode != 0 and "Traceback" not in result.stderr, shown
+        assert re.search(r"failed verification: simcc_[xy] (max\|Δ\||cosine|rms)", summary[0]), shown
         manifest = json.loads((tmp_path / "artifacts" / "release" / name / "manifest.json").read_text())
         assert "ncnn-int8" in manifest["withheld"]
 
